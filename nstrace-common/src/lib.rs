@@ -1,0 +1,341 @@
+//! Records shared by the nstrace eBPF programs and the nstrace loader.
+//!
+//! Everything here is `#[repr(C)]` and fixed-size: the kernel side fills these
+//! structures in ring-buffer reservations or map values and userspace reads the
+//! same bytes back. The kernel side knows nothing about syscalls beyond what the
+//! [`ArgSpec`] table that userspace fills tells it, and nothing about flags or
+//! names at all: decoding happens in userspace.
+#![no_std]
+
+/// Length of a task's `comm`, as in the kernel.
+pub const COMM_LEN: usize = 16;
+/// Bytes kept of each string argument (path, fs type, mount data, ...).
+pub const STR_LEN: usize = 256;
+/// How many string arguments one syscall record can carry.
+pub const STR_SLOTS: usize = 4;
+/// Bytes kept of a struct argument (clone3's `clone_args`, `mount_attr`).
+pub const BLOB_LEN: usize = 128;
+/// Bytes kept of an exec's filename.
+pub const PATH_LEN: usize = 256;
+/// Bytes kept of an exec's argument block (NUL-separated argv).
+pub const ARGV_LEN: usize = 1024;
+/// Highest syscall number (exclusive) the [`ArgSpec`] table covers.
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// Marks an offset that the running kernel's BTF does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Index of each namespace in [`NsIds::inum`].
+pub mod ns {
+    /// User namespace (`/proc/PID/ns/user`).
+    pub const USER: usize = 0;
+    /// Mount namespace.
+    pub const MNT: usize = 1;
+    /// The task's own (active) PID namespace.
+    pub const PID: usize = 2;
+    /// Network namespace.
+    pub const NET: usize = 3;
+    /// UTS namespace.
+    pub const UTS: usize = 4;
+    /// IPC namespace.
+    pub const IPC: usize = 5;
+    /// Cgroup namespace.
+    pub const CGROUP: usize = 6;
+    /// Time namespace.
+    pub const TIME: usize = 7;
+    /// PID namespace the task's future children are born into.
+    pub const PID_FOR_CHILDREN: usize = 8;
+    /// Time namespace the task's future children are born into.
+    pub const TIME_FOR_CHILDREN: usize = 9;
+    /// Number of namespace slots.
+    pub const COUNT: usize = 10;
+}
+
+/// Inode numbers of a task's namespaces, indexed by the constants in [`ns`].
+/// Zero means "could not be read" (for example a task past `exit_task_namespaces`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NsIds {
+    /// Namespace inode numbers.
+    pub inum: [u32; ns::COUNT],
+}
+
+/// What a ring-buffer record is; the first field of every record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A traced syscall, entry and exit together: [`SyscallRecord`].
+    Syscall = 1,
+    /// A new process: [`ForkRecord`].
+    Fork = 2,
+    /// A successful exec: [`ExecRecord`].
+    Exec = 3,
+    /// A process (thread group) ended: [`ExitRecord`].
+    Exit = 4,
+}
+
+impl RecordKind {
+    /// The kind for a raw value read from a record, if it is one.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Syscall),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exec),
+            4 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// The part every record starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// A [`RecordKind`] value.
+    pub kind: u32,
+    /// Records this CPU could not emit since its previous emitted record.
+    pub lost_before: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event happened; for a
+    /// syscall, when it was entered.
+    pub ts_ns: u64,
+    /// Thread-group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The task's `comm` at the time.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// [`SyscallRecord::flags`]: the exit was seen without a recorded entry (a
+/// seccomp filter that refused the call before it ran, or an entry that
+/// could not be stored). Arguments and `ns_before` are then not known.
+pub const SYSCALL_NO_ENTRY: u32 = 1;
+
+/// One traced syscall. The entry program fills everything up to `strs` and
+/// parks the record in a per-thread map; the exit program adds the result and
+/// the namespaces after the call and emits it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallRecord {
+    /// Common header; `ts_ns` is the entry time.
+    pub header: Header,
+    /// `bpf_ktime_get_ns()` at exit.
+    pub exit_ts_ns: u64,
+    /// Syscall number (architecture-specific).
+    pub nr: u32,
+    /// `SYSCALL_*` flags.
+    pub flags: u32,
+    /// Return value.
+    pub ret: i64,
+    /// Raw arguments.
+    pub args: [u64; 6],
+    /// Namespaces at entry.
+    pub ns_before: NsIds,
+    /// Namespaces at exit.
+    pub ns_after: NsIds,
+    /// For each string slot: bytes read including the NUL (> 0), a negative
+    /// errno if the read failed (a NULL pointer gives -EFAULT), 0 if unused.
+    pub str_len: [i32; STR_SLOTS],
+    /// Bytes of `blob` that were copied, or a negative errno.
+    pub blob_len: i32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// A struct argument copied from user memory.
+    pub blob: [u8; BLOB_LEN],
+    /// String arguments, as the [`ArgSpec`] for `nr` says.
+    pub strs: [[u8; STR_LEN]; STR_SLOTS],
+}
+
+/// A new process (not a new thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    /// Header of the parent (the task that called fork/clone).
+    pub header: Header,
+    /// Thread-group id of the child.
+    pub child_pid: u32,
+    /// Thread id of the child.
+    pub child_tid: u32,
+    /// The child's namespaces at birth.
+    pub child_ns: NsIds,
+}
+
+/// A successful exec.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    /// Header; `comm` is the new one.
+    pub header: Header,
+    /// Parent's thread-group id.
+    pub ppid: u32,
+    /// Thread id that called exec (differs from `pid` if a non-leader thread exec'd).
+    pub old_tid: u32,
+    /// Bytes of `filename` read including the NUL, or a negative errno.
+    pub filename_len: i32,
+    /// Bytes of `argv` read (`arg_end - arg_start`, capped at [`ARGV_LEN`]), or a negative errno.
+    pub argv_len: i32,
+    /// Total size of the argument block, before capping.
+    pub argv_total: u64,
+    /// Namespaces of the process.
+    pub ns: NsIds,
+    /// The file that was executed.
+    pub filename: [u8; PATH_LEN],
+    /// The NUL-separated argument strings.
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// The last thread of a process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    /// Header of the exiting (last) thread.
+    pub header: Header,
+    /// Parent's thread-group id.
+    pub ppid: u32,
+    /// `task->exit_code`: a wait(2) status (exit code << 8, or the signal number).
+    pub exit_code: u32,
+}
+
+/// How the entry program captures one syscall's arguments. Userspace fills an
+/// array of these indexed by syscall number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// For each string slot, the argument index + 1 to read as a user string (0 = unused).
+    pub str_args: [u8; STR_SLOTS],
+    /// Argument index + 1 holding a pointer to a struct to copy (0 = none).
+    pub blob_arg: u8,
+    /// Argument index + 1 holding that struct's size (0 = copy [`BLOB_LEN`] bytes).
+    pub blob_size_arg: u8,
+    /// 1 if a successful return of 0 with no recorded entry is the child side
+    /// of a fork (clone, clone3) and must not be reported.
+    pub child_returns_zero: u8,
+    /// Padding, always zero.
+    pub _pad: u8,
+}
+
+/// Byte offsets of the kernel structure fields the programs read, resolved by
+/// userspace from the running kernel's BTF. [`NO_OFFSET`] where a field does
+/// not exist in this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `task_struct.real_cred`.
+    pub task_real_cred: u32,
+    /// `task_struct.thread_pid`.
+    pub task_thread_pid: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `signal_struct.live` (an `atomic_t`).
+    pub signal_live: u32,
+    /// `cred.user_ns`.
+    pub cred_user_ns: u32,
+    /// `struct pid.level`.
+    pub pid_level: u32,
+    /// `struct pid.numbers`.
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`.
+    pub upid_size: u32,
+    /// `struct upid.ns`.
+    pub upid_ns: u32,
+    /// `mm_struct.arg_start`.
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`.
+    pub mm_arg_end: u32,
+    /// For each namespace slot except user and pid: the `nsproxy` field
+    /// pointing at it (indexed like [`NsIds::inum`]).
+    pub nsproxy_field: [u32; ns::COUNT],
+    /// For each namespace slot: offset of `ns.inum` inside that namespace's struct.
+    pub ns_inum: [u32; ns::COUNT],
+}
+
+impl Offsets {
+    /// Offsets with nothing resolved.
+    pub const UNRESOLVED: Self = Self {
+        task_tgid: NO_OFFSET,
+        task_pid: NO_OFFSET,
+        task_real_parent: NO_OFFSET,
+        task_nsproxy: NO_OFFSET,
+        task_real_cred: NO_OFFSET,
+        task_thread_pid: NO_OFFSET,
+        task_mm: NO_OFFSET,
+        task_exit_code: NO_OFFSET,
+        task_signal: NO_OFFSET,
+        signal_live: NO_OFFSET,
+        cred_user_ns: NO_OFFSET,
+        pid_level: NO_OFFSET,
+        pid_numbers: NO_OFFSET,
+        upid_size: NO_OFFSET,
+        upid_ns: NO_OFFSET,
+        mm_arg_start: NO_OFFSET,
+        mm_arg_end: NO_OFFSET,
+        nsproxy_field: [NO_OFFSET; ns::COUNT],
+        ns_inum: [NO_OFFSET; ns::COUNT],
+    };
+}
+
+/// Load-time settings of the programs (a read-only global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// 1: trace every process; 0: only tracked ones.
+    pub trace_all: u32,
+    /// Thread-group id whose new child processes become tracked (nstrace
+    /// itself when it launches the command; 0 for none).
+    pub launcher_pid: u32,
+    /// Kernel structure offsets.
+    pub offsets: Offsets,
+}
+
+impl Config {
+    /// The value compiled into the object; userspace always overrides it.
+    pub const DEFAULT: Self = Self {
+        trace_all: 0,
+        launcher_pid: 0,
+        offsets: Offsets::UNRESOLVED,
+    };
+}
+
+/// Names of the maps and programs, shared so that neither side misspells them.
+pub mod names {
+    /// Ring buffer of records.
+    pub const EVENTS: &str = "EVENTS";
+    /// Tracked thread-group ids.
+    pub const TRACKED: &str = "TRACKED";
+    /// Per-CPU count of records not yet reported as lost.
+    pub const LOST: &str = "LOST";
+    /// The [`crate::ArgSpec`] table.
+    pub const ARG_SPECS: &str = "ARG_SPECS";
+    /// The [`crate::Config`] global.
+    pub const CONFIG: &str = "CONFIG";
+    /// Generic syscall-entry program (attached to each `syscalls:sys_enter_*`).
+    pub const PROG_SYS_ENTER: &str = "sys_enter";
+    /// Generic syscall-exit program.
+    pub const PROG_SYS_EXIT: &str = "sys_exit";
+    /// `sched_process_fork` raw tracepoint program.
+    pub const PROG_FORK: &str = "sched_process_fork";
+    /// `sched:sched_process_exec` tracepoint program.
+    pub const PROG_EXEC: &str = "sched_process_exec";
+    /// `sched_process_exit` raw tracepoint program.
+    pub const PROG_EXIT: &str = "sched_process_exit";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` data with no padding holes that matter and no pointers.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ArgSpec {}
+}

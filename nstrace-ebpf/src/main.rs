@@ -1,0 +1,469 @@
+//! nstrace's kernel side: capture, filter by tracked process, emit fixed-size
+//! records. Everything that needs judgement (names, decoding, pairing with
+//! other events) happens in userspace.
+#![no_std]
+#![no_main]
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
+
+use aya_ebpf::{
+    helpers::generated::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+        bpf_probe_read_user_str,
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
+use nstrace_common::{
+    ns, ArgSpec, Config, ExecRecord, ExitRecord, ForkRecord, Header, NsIds, RecordKind,
+    SyscallRecord, ARGV_LEN, BLOB_LEN, MAX_SYSCALL_NR, NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS,
+    SYSCALL_NO_ENTRY,
+};
+
+/// Load-time configuration; userspace overrides it before loading.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::DEFAULT;
+
+/// Records for userspace. The size is set by userspace at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Thread-group ids being traced.
+#[map]
+static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Syscall records between entry and exit, by thread id.
+#[map]
+static PENDING: HashMap<u32, SyscallRecord> = HashMap::with_max_entries(2048, 0);
+
+/// Per-CPU scratch space to build a syscall record in (too big for the stack).
+#[map]
+static SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU count of records that could not be emitted and are not yet
+/// reported in a later record's `lost_before`.
+#[map]
+static LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// How to capture each syscall's arguments, indexed by syscall number.
+#[map]
+static ARG_SPECS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Offset of the first syscall argument in a `syscalls:sys_enter_*` record,
+/// and of `ret` in a `sys_exit_*` record.
+const TP_SYSCALL_NR: usize = 8;
+const TP_SYSCALL_ARGS: usize = 16;
+/// `sched:sched_process_exec`: `__data_loc char[] filename`.
+const TP_EXEC_FILENAME_LOC: usize = 8;
+/// `sched:sched_process_exec`: `old_pid`.
+const TP_EXEC_OLD_PID: usize = 16;
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a read-only global; the volatile read stops the
+    // compiler from folding in the default value.
+    unsafe { read_volatile(addr_of!(CONFIG)) }
+}
+
+/// Reads a `T` at `base + off` in kernel memory; `None` if either is unknown
+/// or the read faults.
+#[inline(always)]
+fn kread<T: Copy>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == NO_OFFSET {
+        return None;
+    }
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: the helper checks the source address; the destination is ours.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            (base + off as u64) as *const _,
+        )
+    };
+    if ret == 0 {
+        // SAFETY: the helper filled it.
+        Some(unsafe { v.assume_init() })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn current_ids() -> (u32, u32) {
+    // SAFETY: plain helper call.
+    let id = unsafe { bpf_get_current_pid_tgid() };
+    ((id >> 32) as u32, id as u32)
+}
+
+#[inline(always)]
+fn is_tracked(cfg: &Config, pid: u32) -> bool {
+    // SAFETY: value read only for presence.
+    cfg.trace_all != 0 || unsafe { TRACKED.get(pid) }.is_some()
+}
+
+/// Fills `out` with the namespace inode numbers of `task`.
+#[inline(always)]
+fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) {
+    let o = &cfg.offsets;
+    let mut ids = NsIds::default();
+    let nsproxy: u64 = kread(task, o.task_nsproxy).unwrap_or(0);
+    let mut i = 0;
+    while i < ns::COUNT {
+        if i != ns::USER && i != ns::PID {
+            let nsp: u64 = kread(nsproxy, o.nsproxy_field[i]).unwrap_or(0);
+            ids.inum[i] = kread(nsp, o.ns_inum[i]).unwrap_or(0);
+        }
+        i += 1;
+    }
+    let cred: u64 = kread(task, o.task_real_cred).unwrap_or(0);
+    let user_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
+    ids.inum[ns::USER] = kread(user_ns, o.ns_inum[ns::USER]).unwrap_or(0);
+    // The task's own pid namespace: thread_pid->numbers[thread_pid->level].ns.
+    let pid: u64 = kread(task, o.task_thread_pid).unwrap_or(0);
+    if pid != 0 && o.upid_size != NO_OFFSET && o.pid_numbers != NO_OFFSET {
+        let level: u32 = kread(pid, o.pid_level).unwrap_or(0);
+        let upid = pid + o.pid_numbers as u64 + (level as u64 & 0x3f) * o.upid_size as u64;
+        let pid_ns: u64 = kread(upid, o.upid_ns).unwrap_or(0);
+        ids.inum[ns::PID] = kread(pid_ns, o.ns_inum[ns::PID]).unwrap_or(0);
+    }
+    // SAFETY: `out` points into a ring-buffer reservation or map value.
+    unsafe { out.write(ids) };
+}
+
+/// Argument `which` (1-based, as in [`ArgSpec`]); `None` for 0 or out of
+/// range. A match rather than an index keeps the verifier's bounds exact.
+#[inline(always)]
+fn pick(args: &[u64; 6], which: u8) -> Option<u64> {
+    match which {
+        1 => Some(args[0]),
+        2 => Some(args[1]),
+        3 => Some(args[2]),
+        4 => Some(args[3]),
+        5 => Some(args[4]),
+        6 => Some(args[5]),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_get_current_task() }
+}
+
+/// Takes this CPU's count of records not yet reported as lost.
+#[inline(always)]
+fn take_lost() -> u32 {
+    match LOST.get_ptr_mut(0) {
+        Some(p) => {
+            // SAFETY: per-CPU slot, programs do not nest on one CPU here.
+            let n = unsafe { *p };
+            unsafe { *p = 0 };
+            n
+        }
+        None => 0,
+    }
+}
+
+/// Gives back a count taken by [`take_lost`] and adds one for the record
+/// that could not be emitted.
+#[inline(always)]
+fn count_lost(taken: u32) {
+    if let Some(p) = LOST.get_ptr_mut(0) {
+        // SAFETY: as in take_lost.
+        unsafe { *p = (*p).wrapping_add(taken).wrapping_add(1) };
+    }
+}
+
+#[inline(always)]
+fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
+    // SAFETY: `h` points into a reservation, map value or scratch slot.
+    unsafe {
+        addr_of_mut!((*h).kind).write(kind as u32);
+        addr_of_mut!((*h).lost_before).write(0);
+        addr_of_mut!((*h).ts_ns).write(bpf_ktime_get_ns());
+        addr_of_mut!((*h).pid).write(pid);
+        addr_of_mut!((*h).tid).write(tid);
+        bpf_get_current_comm(addr_of_mut!((*h).comm).cast(), 16);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let (pid, tid) = current_ids();
+    if !is_tracked(&cfg, pid) {
+        return 0;
+    }
+    // SAFETY: offsets are those of the syscalls:sys_enter_* record format.
+    let nr: i32 = match unsafe { ctx.read_at(TP_SYSCALL_NR) } {
+        Ok(nr) => nr,
+        Err(_) => return 0,
+    };
+    let Some(spec) = ARG_SPECS.get(nr as u32) else {
+        return 0;
+    };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `rec` is this CPU's scratch slot; every write stays inside it.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Syscall, pid, tid);
+        addr_of_mut!((*rec).exit_ts_ns).write(0);
+        addr_of_mut!((*rec).nr).write(nr as u32);
+        addr_of_mut!((*rec).flags).write(0);
+        addr_of_mut!((*rec).ret).write(0);
+        let mut args = [0u64; 6];
+        let mut i = 0;
+        while i < 6 {
+            args[i] = ctx.read_at(TP_SYSCALL_ARGS + i * 8).unwrap_or(0);
+            i += 1;
+        }
+        addr_of_mut!((*rec).args).write(args);
+        read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_before));
+        let mut s = 0;
+        while s < STR_SLOTS {
+            let len = match pick(&args, spec.str_args[s]) {
+                Some(ptr) => bpf_probe_read_user_str(
+                    addr_of_mut!((*rec).strs[s]).cast(),
+                    STR_LEN as u32,
+                    ptr as *const _,
+                ) as i32,
+                None => 0,
+            };
+            (*rec).str_len[s] = len;
+            s += 1;
+        }
+        let blob_len = match pick(&args, spec.blob_arg) {
+            Some(ptr) => {
+                let size = pick(&args, spec.blob_size_arg).unwrap_or(BLOB_LEN as u64);
+                let size = if size > BLOB_LEN as u64 {
+                    BLOB_LEN as u32
+                } else {
+                    size as u32
+                };
+                if size == 0 {
+                    0
+                } else {
+                    let r = bpf_probe_read_user(
+                        addr_of_mut!((*rec).blob).cast(),
+                        size,
+                        ptr as *const _,
+                    );
+                    if r < 0 {
+                        r as i32
+                    } else {
+                        size as i32
+                    }
+                }
+            }
+            None => 0,
+        };
+        addr_of_mut!((*rec).blob_len).write(blob_len);
+        // If the table is full the exit is reported without its entry. The
+        // record goes by reference: a copy would not fit on the BPF stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = PENDING.insert(tid, &*rec, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let (pid, tid) = current_ids();
+    if !is_tracked(&cfg, pid) {
+        return 0;
+    }
+    // SAFETY: offsets are those of the syscalls:sys_exit_* record format.
+    let (nr, ret): (i32, i64) = unsafe {
+        match (ctx.read_at(TP_SYSCALL_NR), ctx.read_at(TP_SYSCALL_ARGS)) {
+            (Ok(nr), Ok(ret)) => (nr, ret),
+            _ => return 0,
+        }
+    };
+    let rec = match PENDING.get_ptr_mut(tid) {
+        Some(rec) => rec,
+        None => {
+            let Some(spec) = ARG_SPECS.get(nr as u32) else {
+                return 0;
+            };
+            if ret == 0 && spec.child_returns_zero != 0 {
+                // The child side of clone/clone3: the parent reports the call.
+                return 0;
+            }
+            let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+                return 0;
+            };
+            // SAFETY: this CPU's scratch slot.
+            unsafe {
+                fill_header(addr_of_mut!((*rec).header), RecordKind::Syscall, pid, tid);
+                addr_of_mut!((*rec).nr).write(nr as u32);
+                addr_of_mut!((*rec).flags).write(SYSCALL_NO_ENTRY);
+                addr_of_mut!((*rec).args).write([0; 6]);
+                addr_of_mut!((*rec).str_len).write([0; STR_SLOTS]);
+                addr_of_mut!((*rec).blob_len).write(0);
+                read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_before));
+            }
+            rec
+        }
+    };
+    // SAFETY: `rec` is a PENDING value or this CPU's scratch slot.
+    unsafe {
+        addr_of_mut!((*rec).exit_ts_ns).write(bpf_ktime_get_ns());
+        addr_of_mut!((*rec).ret).write(ret);
+        read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_after));
+        let lost = take_lost();
+        addr_of_mut!((*rec).header.lost_before).write(lost);
+        if EVENTS.output::<SyscallRecord>(&*rec, 0).is_err() {
+            count_lost(lost);
+        }
+    }
+    let _ = PENDING.remove(tid);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let cfg = config();
+    let o = &cfg.offsets;
+    let (pid, tid) = current_ids();
+    let child: u64 = ctx.arg(1);
+    let child_pid: u32 = kread(child, o.task_tgid).unwrap_or(0);
+    let child_tid: u32 = kread(child, o.task_pid).unwrap_or(0);
+    if child_pid == 0 || child_pid == pid {
+        // A new thread: its process is tracked (or not) already.
+        return 0;
+    }
+    let launched = cfg.launcher_pid != 0 && pid == cfg.launcher_pid;
+    if !launched && !is_tracked(&cfg, pid) {
+        return 0;
+    }
+    if cfg.trace_all == 0 {
+        let _ = TRACKED.insert(child_pid, 1, 0);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+        count_lost(0);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is the reservation.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Fork, pid, tid);
+        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        addr_of_mut!((*rec).child_pid).write(child_pid);
+        addr_of_mut!((*rec).child_tid).write(child_tid);
+        read_ns(&cfg, child, addr_of_mut!((*rec).child_ns));
+    }
+    entry.submit(0);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let o = &cfg.offsets;
+    let (pid, tid) = current_ids();
+    if !is_tracked(&cfg, pid) {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count_lost(0);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    let task = current_task();
+    // SAFETY: `rec` is the reservation; ctx offsets follow the
+    // sched:sched_process_exec format.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Exec, pid, tid);
+        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
+        addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
+        let old: i32 = ctx.read_at(TP_EXEC_OLD_PID).unwrap_or(0);
+        addr_of_mut!((*rec).old_tid).write(old as u32);
+        let loc: u32 = ctx.read_at(TP_EXEC_FILENAME_LOC).unwrap_or(0);
+        let name = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let n = bpf_probe_read_kernel_str(
+            addr_of_mut!((*rec).filename).cast(),
+            PATH_LEN as u32,
+            name.cast(),
+        );
+        addr_of_mut!((*rec).filename_len).write(n as i32);
+        let mm: u64 = kread(task, o.task_mm).unwrap_or(0);
+        let start: u64 = kread(mm, o.mm_arg_start).unwrap_or(0);
+        let end: u64 = kread(mm, o.mm_arg_end).unwrap_or(0);
+        let total = end.saturating_sub(start);
+        addr_of_mut!((*rec).argv_total).write(total);
+        let want = if total > (ARGV_LEN - 1) as u64 {
+            (ARGV_LEN - 1) as u32
+        } else {
+            total as u32
+        };
+        let want = want & (ARGV_LEN as u32 - 1);
+        let argv_len = if start == 0 || want == 0 {
+            0
+        } else {
+            let r = bpf_probe_read_user(addr_of_mut!((*rec).argv).cast(), want, start as *const _);
+            if r < 0 {
+                r as i32
+            } else {
+                want as i32
+            }
+        };
+        addr_of_mut!((*rec).argv_len).write(argv_len);
+        read_ns(&cfg, task, addr_of_mut!((*rec).ns));
+    }
+    entry.submit(0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+    let cfg = config();
+    let o = &cfg.offsets;
+    let (pid, tid) = current_ids();
+    let _ = PENDING.remove(tid);
+    if !is_tracked(&cfg, pid) {
+        return 0;
+    }
+    let task = current_task();
+    let signal: u64 = kread(task, o.task_signal).unwrap_or(0);
+    let live: i32 = kread(signal, o.signal_live).unwrap_or(0);
+    if live != 0 {
+        // Other threads of the process are still running.
+        return 0;
+    }
+    if cfg.trace_all == 0 {
+        let _ = TRACKED.remove(pid);
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
+        count_lost(0);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is the reservation.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Exit, pid, tid);
+        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
+        addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
+        addr_of_mut!((*rec).exit_code).write(kread(task, o.task_exit_code).unwrap_or(0));
+    }
+    entry.submit(0);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

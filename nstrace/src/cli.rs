@@ -1,0 +1,146 @@
+//! Command-line interface.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human timeline.
+    Text,
+    /// One JSON object per line (see docs/ndjson.schema.json).
+    Ndjson,
+}
+
+/// When to colour the text timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// Only when writing to a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Traces namespace and mount syscalls of a command and everything it starts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nstrace",
+    version,
+    about = "Trace namespace and mount syscalls (unshare, setns, clone, mount, pivot_root, fsmount, ...) \
+             of a command and its descendants, with eBPF.",
+    after_help = "Examples:\n  sudo nstrace -- unshare -Ur mount -t proc proc /proc\n  \
+                  sudo nstrace --format ndjson -o trace.ndjson -- docker run --rm busybox true\n  \
+                  sudo nstrace -p 1234\n\n\
+                  Exit status: the command's (128+N if it died of signal N); 125 if nstrace itself \
+                  failed, 126 if the command could not be executed, 127 if it was not found."
+)]
+pub struct Cli {
+    /// Trace this running process and the children it starts from now on.
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "all")]
+    pub pid: Option<u32>,
+
+    /// Trace every process on the system (with a command: until it exits).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the trace to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Colour in the text timeline.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+
+    /// Size of the kernel ring buffer (bytes; K and M suffixes accepted; rounded up to a power of two).
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    pub buffer_size: u32,
+
+    /// Read kernel type information from FILE instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
+
+    /// The command to run and trace.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+impl Cli {
+    /// Checks combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.command.is_empty() && self.pid.is_none() && !self.all {
+            return Err("nothing to trace: give a command after --, -p PID or --all".into());
+        }
+        if !self.command.is_empty() && self.pid.is_some() {
+            return Err("-p PID cannot be combined with a command".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `4096`, `64K`, `4M` into a power-of-two byte count of at least one page.
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1u64 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1u64 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 65536, 256K, 16M)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))?
+        .max(4096)
+        .next_power_of_two();
+    if bytes > 1 << 30 {
+        return Err(format!("'{s}' is too large (at most 1G)"));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("100"), Ok(4096));
+        assert_eq!(parse_size("300K"), Ok(512 << 10));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2G").is_err());
+    }
+
+    #[test]
+    fn command_after_double_dash_keeps_its_flags() {
+        let cli = Cli::try_parse_from([
+            "nstrace", "--format", "ndjson", "--", "unshare", "-Ur", "-p",
+        ])
+        .unwrap();
+        assert_eq!(cli.format, Format::Ndjson);
+        assert_eq!(cli.command, ["unshare", "-Ur", "-p"]);
+        assert!(cli.validate().is_ok());
+    }
+
+    #[test]
+    fn needs_something_to_trace() {
+        let cli = Cli::try_parse_from(["nstrace"]).unwrap();
+        assert!(cli.validate().is_err());
+        assert!(Cli::try_parse_from(["nstrace", "-p", "1", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["nstrace", "--format", "xml", "true"]).is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! Decoding of kernel records into [`Event`]s: the only place that knows the
+//! byte layout of `nstrace-common` records and the meaning of raw arguments.
+
+use std::mem::size_of;
+
+use nstrace_common::{
+    ExecRecord, ExitRecord, ForkRecord, Header, RecordKind, SyscallRecord, ARGV_LEN, BLOB_LEN,
+    COMM_LEN, PATH_LEN, STR_LEN, SYSCALL_NO_ENTRY,
+};
+use thiserror::Error;
+
+use crate::errnos::{errno_name, signal_name};
+use crate::event::{escape_bytes, ArgValue, Event, EventKind, ExitStatus, Syscall};
+use crate::flags::{self, enum_name};
+use crate::syscalls::{self, ArgKind, BlobKind, RetKind, SyscallDef};
+
+/// A record that cannot be decoded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its kind requires.
+    #[error("record of kind {kind} is {len} bytes, expected at least {want}")]
+    Short {
+        /// Raw kind.
+        kind: u32,
+        /// Bytes received.
+        len: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// Unknown kind value.
+    #[error("record of unknown kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Reads a `T` from the start of `bytes` (which may be unaligned).
+fn read_record<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            want: size_of::<T>(),
+        });
+    }
+    // SAFETY: the length is checked and every `nstrace-common` record is
+    // plain integers and byte arrays, for which any bit pattern is valid.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Turns records into events, numbering them and reporting losses in-band.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    seq: u64,
+    /// Records the kernel reported as lost so far.
+    pub lost: u64,
+}
+
+impl Decoder {
+    /// A decoder whose first event gets `seq` 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The sequence number of the last event made (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Decodes one record; a preceding loss becomes a [`EventKind::Lost`] event first.
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        let raw_kind: u32 = read_record(bytes, 0)?;
+        let kind = RecordKind::from_raw(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+        let header: Header = read_record(bytes, raw_kind)?;
+        if header.lost_before > 0 {
+            out.push(self.lost_event(u64::from(header.lost_before), &header));
+        }
+        let event = match kind {
+            RecordKind::Syscall => {
+                let rec: SyscallRecord = read_record(bytes, raw_kind)?;
+                self.event(&rec.header, EventKind::Syscall(decode_syscall(&rec)))
+            }
+            RecordKind::Fork => {
+                let rec: ForkRecord = read_record(bytes, raw_kind)?;
+                // The record is the parent's; the event is about the child.
+                Event {
+                    seq: self.next_seq(),
+                    ts_ns: rec.header.ts_ns,
+                    pid: rec.child_pid,
+                    tid: rec.child_tid,
+                    comm: comm(&rec.header.comm),
+                    kind: EventKind::Fork {
+                        ppid: rec.header.pid,
+                        ns: rec.child_ns,
+                    },
+                }
+            }
+            RecordKind::Exec => {
+                let rec: ExecRecord = read_record(bytes, raw_kind)?;
+                let (argv, argv_truncated) = split_argv(&rec);
+                let filename = match rec.filename_len {
+                    n if n > 0 => c_string(&rec.filename[..(n as usize).min(PATH_LEN)]),
+                    _ => String::new(),
+                };
+                self.event(
+                    &rec.header,
+                    EventKind::Exec {
+                        ppid: rec.ppid,
+                        filename,
+                        argv,
+                        argv_truncated,
+                        ns: rec.ns,
+                    },
+                )
+            }
+            RecordKind::Exit => {
+                let rec: ExitRecord = read_record(bytes, raw_kind)?;
+                self.event(
+                    &rec.header,
+                    EventKind::Exit {
+                        ppid: rec.ppid,
+                        status: ExitStatus::from_wait_status(rec.exit_code),
+                    },
+                )
+            }
+        };
+        out.push(event);
+        Ok(())
+    }
+
+    /// A loss the kernel reported outside any record (at the end of a trace).
+    pub fn trailing_loss(&mut self, count: u64, ts_ns: u64) -> Event {
+        self.lost += count;
+        Event {
+            seq: self.next_seq(),
+            ts_ns,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            kind: EventKind::Lost { count },
+        }
+    }
+
+    fn lost_event(&mut self, count: u64, header: &Header) -> Event {
+        self.lost += count;
+        Event {
+            seq: self.next_seq(),
+            ts_ns: header.ts_ns,
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            kind: EventKind::Lost { count },
+        }
+    }
+
+    fn event(&mut self, header: &Header, kind: EventKind) -> Event {
+        Event {
+            seq: self.next_seq(),
+            ts_ns: header.ts_ns,
+            pid: header.pid,
+            tid: header.tid,
+            comm: comm(&header.comm),
+            kind,
+        }
+    }
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    escape_bytes(&bytes[..end])
+}
+
+fn comm(raw: &[u8; COMM_LEN]) -> String {
+    c_string(raw)
+}
+
+fn split_argv(rec: &ExecRecord) -> (Vec<String>, bool) {
+    if rec.argv_len <= 0 {
+        return (Vec::new(), rec.argv_total > 0);
+    }
+    let len = (rec.argv_len as usize).min(ARGV_LEN);
+    let block = &rec.argv[..len];
+    let truncated = rec.argv_total > len as u64;
+    let mut args: Vec<String> = block
+        .split(|&b| b == 0)
+        .map(escape_bytes)
+        .collect::<Vec<_>>();
+    // A complete block ends with a NUL, which leaves one empty piece.
+    if !truncated && args.last().is_some_and(|s| s.is_empty()) {
+        args.pop();
+    }
+    (args, truncated)
+}
+
+/// Decodes a syscall record with the table in [`syscalls`].
+fn decode_syscall(rec: &SyscallRecord) -> Syscall {
+    let def = syscalls::by_nr(rec.nr);
+    let no_entry = rec.flags & SYSCALL_NO_ENTRY != 0;
+    let args = match def {
+        Some(def) if !no_entry => decode_args(def, rec),
+        _ => Vec::new(),
+    };
+    let ns_before = match def {
+        Some(def) if def.changes_ns() && !no_entry => Some(rec.ns_before),
+        _ => None,
+    };
+    Syscall {
+        name: def.map_or_else(|| format!("syscall_{}", rec.nr), |d| d.name.to_string()),
+        nr: rec.nr,
+        args,
+        ret: rec.ret,
+        ns: rec.ns_after,
+        ns_before,
+        duration_ns: rec.exit_ts_ns.saturating_sub(rec.header.ts_ns),
+        no_entry,
+        ret_kind: def.map_or(RetKind::Status, |d| d.ret),
+    }
+}
+
+fn decode_args(def: &SyscallDef, rec: &SyscallRecord) -> Vec<(&'static str, ArgValue)> {
+    let mut out = Vec::with_capacity(def.args.len());
+    for (i, &(name, kind)) in def.args.iter().enumerate() {
+        let raw = rec.args[i];
+        let value = match kind {
+            ArgKind::Str => string_arg(def, rec, i),
+            ArgKind::FsconfigValue => {
+                let cmd = rec.args[1];
+                if flags::FSCONFIG_STRING_VALUE.contains(&cmd) {
+                    string_arg(def, rec, i)
+                } else if cmd == flags::FSCONFIG_SET_BINARY && raw != 0 {
+                    ArgValue::Bytes(rec.args[4])
+                } else if raw == 0 {
+                    ArgValue::Null
+                } else {
+                    ArgValue::Ptr(raw)
+                }
+            }
+            ArgKind::Fd => ArgValue::Int(i64::from(raw as i32)),
+            ArgKind::DirFd => match raw as i32 {
+                -100 => ArgValue::Name("AT_FDCWD".into()),
+                fd => ArgValue::Int(i64::from(fd)),
+            },
+            ArgKind::Flags(set) => ArgValue::Flags(set.decode(raw)),
+            ArgKind::MountFlags => {
+                ArgValue::Flags(flags::MOUNT.decode(flags::strip_mount_magic(raw)))
+            }
+            ArgKind::CloneFlags => {
+                let sig = (raw & flags::CLONE_EXIT_SIGNAL_MASK) as i32;
+                let mut names = flags::CLONE.decode(raw & !flags::CLONE_EXIT_SIGNAL_MASK);
+                if sig != 0 {
+                    names.push(signal_name(sig));
+                }
+                ArgValue::Flags(names)
+            }
+            ArgKind::NsType => ArgValue::Flags(flags::CLONE.decode(raw)),
+            ArgKind::FsconfigCmd => match enum_name(flags::FSCONFIG_CMDS, raw) {
+                Some(n) => ArgValue::Name(n.into()),
+                None => ArgValue::Int(raw as i64),
+            },
+            ArgKind::Int => ArgValue::Int(raw as i64),
+            ArgKind::Size => ArgValue::Int(raw as i64),
+            ArgKind::Ptr => ArgValue::Ptr(raw),
+            ArgKind::Blob => blob_arg(def, rec, raw),
+        };
+        out.push((name, value));
+    }
+    out
+}
+
+fn string_arg(def: &SyscallDef, rec: &SyscallRecord, index: usize) -> ArgValue {
+    let addr = rec.args[index];
+    if addr == 0 {
+        return ArgValue::Null;
+    }
+    let Some(slot) = def.str_slot(index) else {
+        return ArgValue::Ptr(addr);
+    };
+    match rec.str_len[slot] {
+        n if n > 0 => {
+            let n = (n as usize).min(STR_LEN);
+            let truncated = n == STR_LEN && rec.strs[slot][STR_LEN - 1] == 0;
+            ArgValue::Str {
+                text: c_string(&rec.strs[slot][..n]),
+                truncated,
+            }
+        }
+        n => ArgValue::Unreadable {
+            addr,
+            error: errno_name(-n).unwrap_or("EFAULT").to_string(),
+        },
+    }
+}
+
+fn blob_arg(def: &SyscallDef, rec: &SyscallRecord, addr: u64) -> ArgValue {
+    if addr == 0 {
+        return ArgValue::Null;
+    }
+    let len = rec.blob_len;
+    if len <= 0 {
+        return ArgValue::Unreadable {
+            addr,
+            error: errno_name(-len).unwrap_or("EFAULT").to_string(),
+        };
+    }
+    let bytes = &rec.blob[..(len as usize).min(BLOB_LEN)];
+    let word = |i: usize| -> Option<u64> {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let mut fields = Vec::new();
+    match def.blob {
+        Some(BlobKind::CloneArgs) => {
+            // struct clone_args: flags, pidfd, child_tid, parent_tid,
+            // exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+            if let Some(f) = word(0) {
+                fields.push(("flags", ArgValue::Flags(flags::CLONE.decode(f))));
+                if let Some(sig) = word(4) {
+                    let v = if sig == 0 {
+                        ArgValue::Int(0)
+                    } else {
+                        ArgValue::Name(signal_name(sig as i32))
+                    };
+                    fields.push(("exit_signal", v));
+                }
+                if f & 0x2_0000_0000 != 0 {
+                    if let Some(cg) = word(10) {
+                        fields.push(("cgroup", ArgValue::Int(cg as i64)));
+                    }
+                }
+            }
+        }
+        Some(BlobKind::MountAttr) => {
+            // struct mount_attr: attr_set, attr_clr, propagation, userns_fd.
+            if let (Some(set), Some(clr)) = (word(0), word(1)) {
+                fields.push(("attr_set", ArgValue::Flags(flags::MOUNT_ATTR.decode(set))));
+                fields.push(("attr_clr", ArgValue::Flags(flags::MOUNT_ATTR.decode(clr))));
+            }
+            if let Some(p) = word(2) {
+                fields.push(("propagation", ArgValue::Flags(flags::PROPAGATION.decode(p))));
+            }
+            if let Some(fd) = word(3) {
+                fields.push(("userns_fd", ArgValue::Int(fd as i64)));
+            }
+        }
+        None => return ArgValue::Ptr(addr),
+    }
+    ArgValue::Struct(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nstrace_common::{NsIds, STR_SLOTS};
+
+    fn header(kind: RecordKind) -> Header {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..5].copy_from_slice(b"mount");
+        Header {
+            kind: kind as u32,
+            lost_before: 0,
+            ts_ns: 1_000,
+            pid: 42,
+            tid: 43,
+            comm,
+        }
+    }
+
+    fn as_bytes<T>(v: &T) -> &[u8] {
+        // SAFETY: test-only view of a plain-data record.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    fn mount_record(ret: i64) -> SyscallRecord {
+        let mut rec = SyscallRecord {
+            header: header(RecordKind::Syscall),
+            exit_ts_ns: 1_500,
+            nr: syscalls::by_name("mount").unwrap().nr,
+            flags: 0,
+            ret,
+            args: [0x1000, 0x2000, 0x3000, 0xc0ed_0000 | 2 | 4 | 8, 0, 0],
+            ns_before: NsIds::default(),
+            ns_after: NsIds { inum: [7; 10] },
+            str_len: [0; STR_SLOTS],
+            blob_len: 0,
+            _pad: 0,
+            blob: [0; BLOB_LEN],
+            strs: [[0; STR_LEN]; STR_SLOTS],
+        };
+        for (slot, s) in [b"proc".as_slice(), b"/proc", b"proc"].iter().enumerate() {
+            rec.strs[slot][..s.len()].copy_from_slice(s);
+            rec.str_len[slot] = s.len() as i32 + 1;
+        }
+        rec
+    }
+
+    #[test]
+    fn failed_mount_decodes_with_names_and_errno() {
+        let rec = mount_record(-1);
+        let mut out = Vec::new();
+        Decoder::new().decode(as_bytes(&rec), &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        let ev = &out[0];
+        assert_eq!(
+            (ev.seq, ev.pid, ev.tid, ev.comm.as_str()),
+            (1, 42, 43, "mount")
+        );
+        let EventKind::Syscall(sc) = &ev.kind else {
+            panic!("not a syscall: {ev:?}")
+        };
+        assert_eq!(sc.name, "mount");
+        assert_eq!(sc.errno(), Some(1));
+        assert_eq!(sc.duration_ns, 500);
+        assert_eq!(sc.ns.inum[0], 7);
+        assert_eq!(sc.ns_before, None, "mount does not change namespaces");
+        let text = |s: &str| ArgValue::Str {
+            text: s.into(),
+            truncated: false,
+        };
+        assert_eq!(
+            sc.args,
+            vec![
+                ("source", text("proc")),
+                ("target", text("/proc")),
+                ("fstype", text("proc")),
+                (
+                    "flags",
+                    ArgValue::Flags(vec![
+                        "MS_NOSUID".into(),
+                        "MS_NODEV".into(),
+                        "MS_NOEXEC".into()
+                    ])
+                ),
+                ("data", ArgValue::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn lost_records_come_first_in_band() {
+        let mut rec = mount_record(0);
+        rec.header.lost_before = 3;
+        let mut dec = Decoder::new();
+        let mut out = Vec::new();
+        dec.decode(as_bytes(&rec), &mut out).unwrap();
+        assert_eq!(out[0].kind, EventKind::Lost { count: 3 });
+        assert_eq!((out[0].seq, out[1].seq), (1, 2));
+        assert_eq!(dec.lost, 3);
+    }
+
+    #[test]
+    fn unreadable_and_truncated_strings() {
+        let mut rec = mount_record(0);
+        rec.str_len[0] = -14;
+        rec.strs[1] = [b'a'; STR_LEN];
+        rec.strs[1][STR_LEN - 1] = 0;
+        rec.str_len[1] = STR_LEN as i32;
+        let sc = decode_syscall(&rec);
+        assert_eq!(
+            sc.args[0].1,
+            ArgValue::Unreadable {
+                addr: 0x1000,
+                error: "EFAULT".into()
+            }
+        );
+        assert!(
+            matches!(&sc.args[1].1, ArgValue::Str { truncated: true, text } if text.len() == 255)
+        );
+    }
+
+    #[test]
+    fn clone3_struct_and_ns_before() {
+        let def = syscalls::by_name("clone3").unwrap();
+        let mut rec = mount_record(1234);
+        rec.nr = def.nr;
+        rec.args = [0x5000, 88, 0, 0, 0, 0];
+        rec.blob_len = 88;
+        let flags: u64 = 0x1000_0000 | 0x0002_0000;
+        rec.blob[..8].copy_from_slice(&flags.to_ne_bytes());
+        rec.blob[32..40].copy_from_slice(&17u64.to_ne_bytes());
+        rec.ns_before = NsIds { inum: [5; 10] };
+        let sc = decode_syscall(&rec);
+        assert_eq!(sc.ns_before, Some(NsIds { inum: [5; 10] }));
+        assert_eq!(
+            sc.args[0].1,
+            ArgValue::Struct(vec![
+                (
+                    "flags",
+                    ArgValue::Flags(vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()])
+                ),
+                ("exit_signal", ArgValue::Name("SIGCHLD".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn legacy_clone_splits_the_exit_signal() {
+        let mut rec = mount_record(99);
+        rec.nr = syscalls::by_name("clone").unwrap().nr;
+        rec.args = [0x2000_0000 | 17, 0, 0, 0, 0, 0];
+        let sc = decode_syscall(&rec);
+        assert_eq!(
+            sc.args[0].1,
+            ArgValue::Flags(vec!["CLONE_NEWPID".into(), "SIGCHLD".into()])
+        );
+    }
+
+    #[test]
+    fn no_entry_has_no_args() {
+        let mut rec = mount_record(-1);
+        rec.flags = SYSCALL_NO_ENTRY;
+        let sc = decode_syscall(&rec);
+        assert!(sc.no_entry);
+        assert!(sc.args.is_empty());
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let mut out = Vec::new();
+        let mut dec = Decoder::new();
+        assert!(matches!(
+            dec.decode(&[1, 0, 0, 0], &mut out),
+            Err(DecodeError::Short { .. })
+        ));
+        let rec = mount_record(0);
+        let mut bytes = as_bytes(&rec).to_vec();
+        bytes[0] = 77;
+        assert_eq!(
+            dec.decode(&bytes, &mut out),
+            Err(DecodeError::UnknownKind(77))
+        );
+    }
+
+    #[test]
+    fn argv_is_split_and_truncation_flagged() {
+        let mut rec = ExecRecord {
+            header: header(RecordKind::Exec),
+            ppid: 1,
+            old_tid: 42,
+            filename_len: 0,
+            argv_len: 0,
+            argv_total: 0,
+            ns: NsIds::default(),
+            filename: [0; PATH_LEN],
+            argv: [0; ARGV_LEN],
+        };
+        let block = b"unshare\0-Ur\0mount\0";
+        rec.argv[..block.len()].copy_from_slice(block);
+        rec.argv_len = block.len() as i32;
+        rec.argv_total = block.len() as u64;
+        assert_eq!(
+            split_argv(&rec),
+            (vec!["unshare".into(), "-Ur".into(), "mount".into()], false)
+        );
+        rec.argv_total = 5000;
+        let (args, truncated) = split_argv(&rec);
+        assert!(truncated);
+        assert_eq!(args.len(), 4);
+    }
+}

@@ -1,0 +1,263 @@
+//! Decoded events: what the rest of nstrace works with. Built from kernel
+//! records by [`crate::decode`], consumed by the model and the outputs.
+
+use nstrace_common::{ns, NsIds};
+
+/// Names of the namespace slots, in [`NsIds`] order, as used in output.
+pub const NS_NAMES: [&str; ns::COUNT] = [
+    "user",
+    "mnt",
+    "pid",
+    "net",
+    "uts",
+    "ipc",
+    "cgroup",
+    "time",
+    "pid_for_children",
+    "time_for_children",
+];
+
+/// One decoded event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in this trace, from 1.
+    pub seq: u64,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Command name.
+    pub comm: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an event is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A traced syscall returned.
+    Syscall(Syscall),
+    /// A new process `pid` was forked by `ppid`.
+    Fork {
+        /// Parent's thread-group id.
+        ppid: u32,
+        /// The child's namespaces at birth.
+        ns: NsIds,
+    },
+    /// `pid` executed a program.
+    Exec {
+        /// Parent's thread-group id.
+        ppid: u32,
+        /// The executed file.
+        filename: String,
+        /// Arguments.
+        argv: Vec<String>,
+        /// Whether `argv` was cut short.
+        argv_truncated: bool,
+        /// Namespaces.
+        ns: NsIds,
+    },
+    /// Process `pid` ended.
+    Exit {
+        /// Parent's thread-group id.
+        ppid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The kernel could not deliver `count` records here.
+    Lost {
+        /// Records dropped.
+        count: u64,
+    },
+}
+
+/// How a process ended, from its wait status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+        /// Whether it dumped core.
+        core_dumped: bool,
+    },
+}
+
+impl ExitStatus {
+    /// Decodes a wait(2) status word.
+    pub fn from_wait_status(status: u32) -> Self {
+        let sig = (status & 0x7f) as i32;
+        if sig == 0 {
+            Self::Exited(((status >> 8) & 0xff) as i32)
+        } else {
+            Self::Signaled {
+                signal: sig,
+                core_dumped: status & 0x80 != 0,
+            }
+        }
+    }
+
+    /// The status a shell would report: the exit code, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Self::Exited(code) => code,
+            Self::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+/// A traced syscall and its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Syscall {
+    /// Syscall name (`mount`), or `syscall_N` for an unknown number.
+    pub name: String,
+    /// Syscall number.
+    pub nr: u32,
+    /// Decoded arguments, in order. Empty if the entry was not seen.
+    pub args: Vec<(&'static str, ArgValue)>,
+    /// Return value.
+    pub ret: i64,
+    /// Namespaces after the call.
+    pub ns: NsIds,
+    /// Namespaces before the call, for calls that create or enter namespaces.
+    pub ns_before: Option<NsIds>,
+    /// Time spent in the call.
+    pub duration_ns: u64,
+    /// The exit was seen without its entry (seccomp refusal, or entry not stored).
+    pub no_entry: bool,
+    /// Whether `ret` is a new fd, a child pid or a status.
+    pub ret_kind: crate::syscalls::RetKind,
+}
+
+impl Syscall {
+    /// The errno of a failed call (`ret` in -4095..=-1).
+    pub fn errno(&self) -> Option<i32> {
+        (-4095..0).contains(&self.ret).then_some(-self.ret as i32)
+    }
+}
+
+/// A decoded argument value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    /// A string read from the process (lossless: invalid UTF-8 is escaped as `\xNN`).
+    Str {
+        /// The text.
+        text: String,
+        /// Cut at the capture limit.
+        truncated: bool,
+    },
+    /// A NULL pointer.
+    Null,
+    /// A pointer that could not be read.
+    Unreadable {
+        /// The address.
+        addr: u64,
+        /// errno name of the failed read.
+        error: String,
+    },
+    /// A signed integer.
+    Int(i64),
+    /// A symbolic constant (`AT_FDCWD`, `FSCONFIG_CMD_CREATE`, `SIGCHLD`).
+    Name(String),
+    /// Flag names; unknown bits as one hex string.
+    Flags(Vec<String>),
+    /// An address.
+    Ptr(u64),
+    /// A struct read from the process.
+    Struct(Vec<(&'static str, ArgValue)>),
+    /// Bytes not shown (binary data).
+    Bytes(u64),
+}
+
+/// Turns bytes from a traced process into text without losing anything:
+/// valid UTF-8 stays as is, every other byte becomes `\xNN`, and a backslash
+/// becomes `\\` so the escaping can be undone.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_escaped(&mut out, s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                // SAFETY-free: `good` is valid UTF-8 by construction.
+                push_escaped(&mut out, std::str::from_utf8(good).unwrap_or_default());
+                let n = e.error_len().unwrap_or(bad.len()).max(1);
+                for b in &bad[..n] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_decoding() {
+        assert_eq!(ExitStatus::from_wait_status(0), ExitStatus::Exited(0));
+        assert_eq!(
+            ExitStatus::from_wait_status(32 << 8),
+            ExitStatus::Exited(32)
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(9),
+            ExitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            }
+        );
+        assert_eq!(ExitStatus::from_wait_status(0x80 | 11).shell_code(), 139);
+        assert_eq!(ExitStatus::from_wait_status(1 << 8).shell_code(), 1);
+    }
+
+    #[test]
+    fn escaping_is_lossless_and_plain_text_is_untouched() {
+        assert_eq!(escape_bytes(b"/proc"), "/proc");
+        assert_eq!(escape_bytes(b"a\xffb"), "a\\xffb");
+        assert_eq!(escape_bytes(b"a\\b"), "a\\\\b");
+        assert_eq!(escape_bytes("é".as_bytes()), "é");
+        assert_eq!(escape_bytes(b"\xc3"), "\\xc3");
+    }
+
+    #[test]
+    fn errno_only_for_error_range() {
+        let mut sc = Syscall {
+            name: "mount".into(),
+            nr: 165,
+            args: vec![],
+            ret: -1,
+            ns: NsIds::default(),
+            ns_before: None,
+            duration_ns: 0,
+            no_entry: false,
+            ret_kind: crate::syscalls::RetKind::Status,
+        };
+        assert_eq!(sc.errno(), Some(1));
+        sc.ret = 3;
+        assert_eq!(sc.errno(), None);
+        sc.ret = -5000;
+        assert_eq!(sc.errno(), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! Kernel structure offsets from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`), handed to the BPF programs at load time so
+//! that they read the right fields on any kernel without CO-RE.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use nstrace_common::{ns, Offsets, NO_OFFSET};
+use thiserror::Error;
+
+/// Where the kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Failure to use the kernel's BTF.
+#[derive(Debug, Error)]
+pub enum BtfError {
+    /// The file is missing or unreadable.
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
+    Open {
+        /// The path tried.
+        path: String,
+        /// Why.
+        source: btf_rs::Error,
+    },
+}
+
+/// The running kernel's type information.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+/// A member found in a struct: byte offset and type.
+struct Found {
+    offset: u32,
+    ty: Type,
+}
+
+impl KernelBtf {
+    /// Opens the BTF at `path` (normally [`VMLINUX_BTF`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, BtfError> {
+        let path = path.as_ref();
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// The struct (or union) named `name` that has members (skipping forward declarations).
+    fn struct_named(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) | Type::Union(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+    }
+
+    /// Strips typedefs and qualifiers.
+    fn strip(&self, mut ty: Type) -> Option<Type> {
+        for _ in 0..16 {
+            let next = match &ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Const(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Volatile(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Restrict(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t).ok()?,
+                _ => return Some(ty),
+            };
+            ty = next;
+        }
+        None
+    }
+
+    /// Finds member `name` in `s`, looking inside anonymous struct/union members.
+    fn member(&self, s: &btf_rs::Struct, name: &str) -> Option<Found> {
+        for m in &s.members {
+            let mname = self.btf.resolve_name(m).unwrap_or_default();
+            let offset = m.bit_offset() / 8;
+            if mname == name {
+                let ty = self.strip(self.btf.resolve_chained_type(m).ok()?)?;
+                return Some(Found { offset, ty });
+            }
+            if mname.is_empty() {
+                if let Some(Type::Struct(inner) | Type::Union(inner)) = self
+                    .btf
+                    .resolve_chained_type(m)
+                    .ok()
+                    .and_then(|t| self.strip(t))
+                {
+                    if let Some(found) = self.member(&inner, name) {
+                        return Some(Found {
+                            offset: offset + found.offset,
+                            ty: found.ty,
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a dotted member path (`"ns.inum"`) in struct `strukt`.
+    pub fn offset_of(&self, strukt: &str, path: &str) -> Option<u32> {
+        let mut s = self.struct_named(strukt)?;
+        let mut total = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let found = self.member(&s, part)?;
+            total += found.offset;
+            if parts.peek().is_some() {
+                s = match found.ty {
+                    Type::Struct(inner) | Type::Union(inner) => inner,
+                    _ => return None,
+                };
+            }
+        }
+        Some(total)
+    }
+
+    /// Size in bytes of struct `name`.
+    pub fn size_of(&self, name: &str) -> Option<u32> {
+        self.struct_named(name).map(|s| s.size() as u32)
+    }
+
+    /// Resolves every offset the programs use. Fields this kernel lacks stay
+    /// [`NO_OFFSET`] and are listed in the second value.
+    pub fn offsets(&self) -> (Offsets, Vec<String>) {
+        let mut missing = Vec::new();
+        let mut get = |strukt: &str, path: &str| {
+            self.offset_of(strukt, path).unwrap_or_else(|| {
+                missing.push(format!("{strukt}.{path}"));
+                NO_OFFSET
+            })
+        };
+        let mut o = Offsets::UNRESOLVED;
+        o.task_tgid = get("task_struct", "tgid");
+        o.task_pid = get("task_struct", "pid");
+        o.task_real_parent = get("task_struct", "real_parent");
+        o.task_nsproxy = get("task_struct", "nsproxy");
+        o.task_real_cred = get("task_struct", "real_cred");
+        o.task_thread_pid = get("task_struct", "thread_pid");
+        o.task_mm = get("task_struct", "mm");
+        o.task_exit_code = get("task_struct", "exit_code");
+        o.task_signal = get("task_struct", "signal");
+        o.signal_live = get("signal_struct", "live");
+        o.cred_user_ns = get("cred", "user_ns");
+        o.pid_level = get("pid", "level");
+        o.pid_numbers = get("pid", "numbers");
+        o.upid_ns = get("upid", "ns");
+        o.mm_arg_start = get("mm_struct", "arg_start");
+        o.mm_arg_end = get("mm_struct", "arg_end");
+        // (slot, nsproxy field, namespace struct)
+        let table: [(usize, Option<&str>, &str); ns::COUNT] = [
+            (ns::USER, None, "user_namespace"),
+            (ns::MNT, Some("mnt_ns"), "mnt_namespace"),
+            (ns::PID, None, "pid_namespace"),
+            (ns::NET, Some("net_ns"), "net"),
+            (ns::UTS, Some("uts_ns"), "uts_namespace"),
+            (ns::IPC, Some("ipc_ns"), "ipc_namespace"),
+            (ns::CGROUP, Some("cgroup_ns"), "cgroup_namespace"),
+            (ns::TIME, Some("time_ns"), "time_namespace"),
+            (
+                ns::PID_FOR_CHILDREN,
+                Some("pid_ns_for_children"),
+                "pid_namespace",
+            ),
+            (
+                ns::TIME_FOR_CHILDREN,
+                Some("time_ns_for_children"),
+                "time_namespace",
+            ),
+        ];
+        for (slot, field, strukt) in table {
+            if let Some(field) = field {
+                o.nsproxy_field[slot] = get("nsproxy", field);
+            }
+            o.ns_inum[slot] = get(strukt, "ns.inum");
+        }
+        o.upid_size = self.size_of("upid").unwrap_or_else(|| {
+            missing.push("sizeof(struct upid)".into());
+            NO_OFFSET
+        });
+        (o, missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF; every Linux CI machine of this project has it.
+    fn kernel() -> KernelBtf {
+        KernelBtf::open(VMLINUX_BTF).expect("kernel BTF")
+    }
+
+    #[test]
+    fn resolves_every_offset_on_this_kernel() {
+        let (o, missing) = kernel().offsets();
+        assert!(missing.is_empty(), "missing: {missing:?}");
+        assert_ne!(o.task_nsproxy, NO_OFFSET);
+        assert!(o.upid_size >= 16);
+        // ns_common is embedded, so inum sits at a small offset in each struct.
+        assert!(o.ns_inum.iter().all(|&x| x != NO_OFFSET));
+    }
+
+    #[test]
+    fn finds_members_inside_anonymous_structs() {
+        // mm_struct keeps arg_start in an anonymous struct on current kernels;
+        // either way it must come after the start of the struct.
+        let k = kernel();
+        let start = k.offset_of("mm_struct", "arg_start").unwrap();
+        let end = k.offset_of("mm_struct", "arg_end").unwrap();
+        assert_eq!(end, start + 8);
+        assert_eq!(k.offset_of("task_struct", "no_such_field"), None);
+        assert_eq!(k.offset_of("no_such_struct", "x"), None);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = KernelBtf::open("/nonexistent/vmlinux").err().unwrap();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+}

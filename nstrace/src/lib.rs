@@ -1,0 +1,19 @@
+//! nstrace: traces the namespace and mount syscalls of a command and
+//! everything it starts, with eBPF.
+//!
+//! Data flows one way: kernel record ([`probes`]) -> decoded event
+//! ([`decode`], [`event`]) -> model ([`model`]) -> output ([`output`]).
+//! [`trace`] runs a session; [`scope`] decides and launches what is traced.
+
+pub mod cli;
+pub mod decode;
+pub mod errnos;
+pub mod event;
+pub mod flags;
+pub mod kernel_btf;
+pub mod model;
+pub mod output;
+pub mod probes;
+pub mod scope;
+pub mod syscalls;
+pub mod trace;

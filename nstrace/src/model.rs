@@ -1,0 +1,289 @@
+//! The process and namespace model, rebuilt from events: which processes are
+//! alive with which parent, command line and namespaces, and which namespace
+//! ids this trace has already seen. For each event it works out what changed
+//! (the [`NsChange`]s shown in the timeline).
+
+use std::collections::{HashMap, HashSet};
+
+use nstrace_common::NsIds;
+
+use crate::event::{Event, EventKind, NS_NAMES};
+
+/// What the model knows of one process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    /// Parent's pid, when known.
+    pub ppid: Option<u32>,
+    /// Last known command line.
+    pub argv: Vec<String>,
+    /// Last known namespaces.
+    pub ns: Option<NsIds>,
+}
+
+/// A namespace that a process moved into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsChange {
+    /// Namespace type (`"mnt"`), as in [`NS_NAMES`].
+    pub kind: &'static str,
+    /// Inode before (0 if unknown).
+    pub from: u32,
+    /// Inode after.
+    pub to: u32,
+    /// True if this trace had not seen this namespace before: it was created
+    /// (by the call, or before the trace started if the call entered it).
+    pub first_seen: bool,
+}
+
+/// An event with what the model derived from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Annotated {
+    /// The event.
+    pub event: Event,
+    /// Namespaces the process moved into with this event.
+    pub ns_changes: Vec<NsChange>,
+}
+
+/// Counts for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events of every kind except losses.
+    pub events: u64,
+    /// Syscall events.
+    pub syscalls: u64,
+    /// Failed syscalls.
+    pub failed: u64,
+    /// Records the kernel could not deliver.
+    pub lost: u64,
+    /// Processes seen.
+    pub processes: u64,
+}
+
+/// The model.
+#[derive(Debug, Default)]
+pub struct Model {
+    processes: HashMap<u32, Process>,
+    seen_ns: HashSet<(usize, u32)>,
+    seen_pids: HashSet<u32>,
+    /// Running totals.
+    pub counts: Counts,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What the model knows of `pid`, if it is alive.
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.processes.get(&pid)
+    }
+
+    /// Applies one event and returns it with its annotations.
+    pub fn apply(&mut self, event: Event) -> Annotated {
+        let mut ns_changes = Vec::new();
+        if event.pid != 0 && self.seen_pids.insert(event.pid) {
+            self.counts.processes += 1;
+        }
+        match &event.kind {
+            EventKind::Lost { count } => self.counts.lost += count,
+            EventKind::Syscall(sc) => {
+                self.counts.events += 1;
+                self.counts.syscalls += 1;
+                if sc.errno().is_some() {
+                    self.counts.failed += 1;
+                }
+                let before = sc
+                    .ns_before
+                    .or_else(|| self.processes.get(&event.pid).and_then(|p| p.ns));
+                if let Some(before) = before {
+                    ns_changes = self.diff(&before, &sc.ns);
+                }
+                self.remember_all(&sc.ns);
+                self.processes.entry(event.pid).or_default().ns = Some(sc.ns);
+            }
+            EventKind::Fork { ppid, ns } => {
+                self.counts.events += 1;
+                let parent = self.processes.get(ppid).cloned();
+                if let Some(parent_ns) = parent.as_ref().and_then(|p| p.ns) {
+                    ns_changes = self.diff(&parent_ns, ns);
+                }
+                self.remember_all(ns);
+                self.processes.insert(
+                    event.pid,
+                    Process {
+                        ppid: Some(*ppid),
+                        argv: parent.map(|p| p.argv).unwrap_or_default(),
+                        ns: Some(*ns),
+                    },
+                );
+            }
+            EventKind::Exec { ppid, argv, ns, .. } => {
+                self.counts.events += 1;
+                let before = self.processes.get(&event.pid).and_then(|p| p.ns);
+                if let Some(before) = before {
+                    ns_changes = self.diff(&before, ns);
+                }
+                self.remember_all(ns);
+                let p = self.processes.entry(event.pid).or_default();
+                p.ppid = Some(*ppid);
+                p.argv = argv.clone();
+                p.ns = Some(*ns);
+            }
+            EventKind::Exit { .. } => {
+                self.counts.events += 1;
+                self.processes.remove(&event.pid);
+            }
+        }
+        Annotated { event, ns_changes }
+    }
+
+    fn remember_all(&mut self, ids: &NsIds) {
+        for (i, &inum) in ids.inum.iter().enumerate() {
+            if inum != 0 {
+                self.seen_ns.insert((i, inum));
+            }
+        }
+    }
+
+    fn diff(&self, before: &NsIds, after: &NsIds) -> Vec<NsChange> {
+        let mut out = Vec::new();
+        for (i, kind) in NS_NAMES.iter().enumerate() {
+            let (from, to) = (before.inum[i], after.inum[i]);
+            if from != to && to != 0 {
+                // pid and time "for children" move together with the call that
+                // created them; the active pid/time of the caller never changes.
+                out.push(NsChange {
+                    kind,
+                    from,
+                    to,
+                    first_seen: !self.seen_ns.contains(&(i, to)),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExitStatus, Syscall};
+    use crate::syscalls::RetKind;
+    use nstrace_common::ns;
+
+    fn ids(base: u32) -> NsIds {
+        NsIds {
+            inum: [base; ns::COUNT],
+        }
+    }
+
+    fn ev(seq: u64, pid: u32, kind: EventKind) -> Event {
+        Event {
+            seq,
+            ts_ns: seq,
+            pid,
+            tid: pid,
+            comm: "t".into(),
+            kind,
+        }
+    }
+
+    fn unshare(before: NsIds, after: NsIds) -> EventKind {
+        EventKind::Syscall(Syscall {
+            name: "unshare".into(),
+            nr: 272,
+            args: vec![],
+            ret: 0,
+            ns: after,
+            ns_before: Some(before),
+            duration_ns: 1,
+            no_entry: false,
+            ret_kind: RetKind::Status,
+        })
+    }
+
+    #[test]
+    fn unshare_reports_new_namespaces() {
+        let mut m = Model::new();
+        m.apply(ev(
+            1,
+            10,
+            EventKind::Fork {
+                ppid: 1,
+                ns: ids(100),
+            },
+        ));
+        let mut after = ids(100);
+        after.inum[ns::USER] = 200;
+        after.inum[ns::MNT] = 201;
+        let a = m.apply(ev(2, 10, unshare(ids(100), after)));
+        assert_eq!(
+            a.ns_changes,
+            vec![
+                NsChange {
+                    kind: "user",
+                    from: 100,
+                    to: 200,
+                    first_seen: true
+                },
+                NsChange {
+                    kind: "mnt",
+                    from: 100,
+                    to: 201,
+                    first_seen: true
+                },
+            ]
+        );
+        // A child forked into those namespaces: entering known ones.
+        m.apply(ev(
+            3,
+            11,
+            EventKind::Fork {
+                ppid: 10,
+                ns: after,
+            },
+        ));
+        // A process going back (setns) to a namespace already seen.
+        let a = m.apply(ev(4, 11, unshare(after, ids(100))));
+        assert!(a.ns_changes.iter().all(|c| !c.first_seen));
+        assert_eq!(a.ns_changes.len(), 2);
+    }
+
+    #[test]
+    fn fork_compares_with_the_parent_and_exit_forgets() {
+        let mut m = Model::new();
+        m.apply(ev(
+            1,
+            10,
+            EventKind::Fork {
+                ppid: 1,
+                ns: ids(100),
+            },
+        ));
+        let mut child_ns = ids(100);
+        child_ns.inum[ns::PID] = 300;
+        let a = m.apply(ev(
+            2,
+            11,
+            EventKind::Fork {
+                ppid: 10,
+                ns: child_ns,
+            },
+        ));
+        assert_eq!(a.ns_changes.len(), 1);
+        assert_eq!(a.ns_changes[0].kind, "pid");
+        assert_eq!(m.process(11).unwrap().ppid, Some(10));
+        m.apply(ev(
+            3,
+            11,
+            EventKind::Exit {
+                ppid: 10,
+                status: ExitStatus::Exited(0),
+            },
+        ));
+        assert!(m.process(11).is_none());
+        assert_eq!(m.counts.processes, 2);
+        assert_eq!(m.counts.events, 3);
+    }
+}

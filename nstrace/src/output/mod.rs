@@ -1,0 +1,29 @@
+//! Output: the human timeline ([`text`]) and NDJSON ([`ndjson`]).
+
+pub mod ndjson;
+pub mod text;
+
+use std::io;
+
+use crate::model::{Annotated, Counts};
+
+/// The end-of-trace summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sequence number of the summary line (one past the last event).
+    pub seq: u64,
+    /// Totals from the model.
+    pub counts: Counts,
+    /// CLOCK_MONOTONIC time the summary was made.
+    pub ts_ns: u64,
+    /// How the launched command ended (shell-style code), if there was one.
+    pub exit_code: Option<i32>,
+}
+
+/// Where events go.
+pub trait Sink {
+    /// Writes one event. An error (such as a closed pipe) ends the trace.
+    fn event(&mut self, ev: &Annotated) -> io::Result<()>;
+    /// Writes the summary and flushes.
+    fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+}

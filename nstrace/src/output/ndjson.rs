@@ -1,0 +1,262 @@
+//! NDJSON output: one JSON object per line, flushed line by line. The
+//! contract is `docs/ndjson.schema.json` (version `"v": 1`).
+
+use std::io::{self, Write};
+
+use serde_json::{json, Map, Value};
+
+use super::{Sink, Summary};
+use crate::errnos::{errno_name, signal_name};
+use crate::event::{ArgValue, Event, EventKind, ExitStatus, NS_NAMES};
+use crate::model::Annotated;
+use nstrace_common::NsIds;
+
+/// Version of the line format.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Writes NDJSON to any writer.
+pub struct NdjsonSink<W: Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> NdjsonSink<W> {
+    /// A sink writing to `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    fn write_value(&mut self, v: &Value) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, v).map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Sink for NdjsonSink<W> {
+    fn event(&mut self, ev: &Annotated) -> io::Result<()> {
+        let v = event_json(&ev.event);
+        self.write_value(&v)
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        let v = json!({
+            "v": FORMAT_VERSION,
+            "seq": s.seq,
+            "type": "summary",
+            "ts_ns": s.ts_ns,
+            "pid": 0,
+            "tid": 0,
+            "comm": "",
+            "events": s.counts.events,
+            "syscalls": s.counts.syscalls,
+            "failed": s.counts.failed,
+            "processes": s.counts.processes,
+            "lost": s.counts.lost,
+            "exit_code": s.exit_code,
+        });
+        self.write_value(&v)
+    }
+}
+
+/// The JSON object of one event.
+pub fn event_json(ev: &Event) -> Value {
+    let mut m = Map::new();
+    m.insert("v".into(), json!(FORMAT_VERSION));
+    m.insert("seq".into(), json!(ev.seq));
+    let ty = match &ev.kind {
+        EventKind::Syscall(_) => "syscall",
+        EventKind::Fork { .. } => "fork",
+        EventKind::Exec { .. } => "exec",
+        EventKind::Exit { .. } => "exit",
+        EventKind::Lost { .. } => "lost",
+    };
+    m.insert("type".into(), json!(ty));
+    m.insert("ts_ns".into(), json!(ev.ts_ns));
+    m.insert("pid".into(), json!(ev.pid));
+    m.insert("tid".into(), json!(ev.tid));
+    m.insert("comm".into(), json!(ev.comm));
+    match &ev.kind {
+        EventKind::Syscall(sc) => {
+            m.insert("syscall".into(), json!(sc.name));
+            let mut args = Map::new();
+            let mut truncated = Vec::new();
+            for (name, value) in &sc.args {
+                if matches!(
+                    value,
+                    ArgValue::Str {
+                        truncated: true,
+                        ..
+                    }
+                ) {
+                    truncated.push(*name);
+                }
+                args.insert((*name).into(), arg_json(value));
+            }
+            m.insert("args".into(), Value::Object(args));
+            m.insert("ret".into(), json!(sc.ret));
+            m.insert(
+                "errno".into(),
+                match sc.errno() {
+                    Some(e) => json!(errno_name(e).map_or_else(|| e.to_string(), String::from)),
+                    None => Value::Null,
+                },
+            );
+            m.insert("ns".into(), ns_json(&sc.ns));
+            if let Some(before) = &sc.ns_before {
+                m.insert("ns_before".into(), ns_json(before));
+            }
+            m.insert("duration_ns".into(), json!(sc.duration_ns));
+            if sc.no_entry {
+                m.insert("no_entry".into(), json!(true));
+            }
+            if !truncated.is_empty() {
+                m.insert("truncated".into(), json!(truncated));
+            }
+        }
+        EventKind::Fork { ppid, ns } => {
+            m.insert("ppid".into(), json!(ppid));
+            m.insert("ns".into(), ns_json(ns));
+        }
+        EventKind::Exec {
+            ppid,
+            filename,
+            argv,
+            argv_truncated,
+            ns,
+        } => {
+            m.insert("ppid".into(), json!(ppid));
+            m.insert("filename".into(), json!(filename));
+            m.insert("argv".into(), json!(argv));
+            if *argv_truncated {
+                m.insert("argv_truncated".into(), json!(true));
+            }
+            m.insert("ns".into(), ns_json(ns));
+        }
+        EventKind::Exit { ppid, status } => {
+            m.insert("ppid".into(), json!(ppid));
+            let (code, signal, core) = match *status {
+                ExitStatus::Exited(c) => (json!(c), Value::Null, false),
+                ExitStatus::Signaled {
+                    signal,
+                    core_dumped,
+                } => (Value::Null, json!(signal_name(signal)), core_dumped),
+            };
+            m.insert("exit_code".into(), code);
+            m.insert("signal".into(), signal);
+            m.insert("core_dumped".into(), json!(core));
+        }
+        EventKind::Lost { count } => {
+            m.insert("count".into(), json!(count));
+        }
+    }
+    Value::Object(m)
+}
+
+/// `{"user": N, ...}` with every namespace slot.
+pub fn ns_json(ids: &NsIds) -> Value {
+    let mut m = Map::new();
+    for (name, inum) in NS_NAMES.iter().zip(ids.inum.iter()) {
+        m.insert((*name).into(), json!(inum));
+    }
+    Value::Object(m)
+}
+
+fn arg_json(v: &ArgValue) -> Value {
+    match v {
+        ArgValue::Str { text, .. } => json!(text),
+        ArgValue::Null => Value::Null,
+        ArgValue::Unreadable { addr, error } => {
+            json!({"addr": format!("{addr:#x}"), "error": error})
+        }
+        ArgValue::Int(i) => json!(i),
+        ArgValue::Name(n) => json!(n),
+        ArgValue::Flags(f) => json!(f),
+        ArgValue::Ptr(p) => json!(format!("{p:#x}")),
+        ArgValue::Struct(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), arg_json(v)))
+                .collect(),
+        ),
+        ArgValue::Bytes(n) => json!({ "bytes": n }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Syscall;
+    use crate::syscalls::RetKind;
+
+    fn failed_mount() -> Event {
+        Event {
+            seq: 7,
+            ts_ns: 123,
+            pid: 5,
+            tid: 6,
+            comm: "mount".into(),
+            kind: EventKind::Syscall(Syscall {
+                name: "mount".into(),
+                nr: 165,
+                args: vec![
+                    (
+                        "source",
+                        ArgValue::Str {
+                            text: "proc".into(),
+                            truncated: false,
+                        },
+                    ),
+                    ("flags", ArgValue::Flags(vec!["MS_NOSUID".into()])),
+                    ("data", ArgValue::Null),
+                ],
+                ret: -1,
+                ns: NsIds { inum: [9; 10] },
+                ns_before: None,
+                duration_ns: 10,
+                no_entry: false,
+                ret_kind: RetKind::Status,
+            }),
+        }
+    }
+
+    #[test]
+    fn syscall_line_has_the_contract_fields() {
+        let v = event_json(&failed_mount());
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["type"], "syscall");
+        assert_eq!(v["syscall"], "mount");
+        assert_eq!(v["errno"], "EPERM");
+        assert_eq!(v["ret"], -1);
+        assert_eq!(v["args"]["flags"], json!(["MS_NOSUID"]));
+        assert_eq!(v["args"]["data"], Value::Null);
+        assert_eq!(v["ns"]["mnt"], 9);
+        assert!(v.get("ns_before").is_none());
+    }
+
+    #[test]
+    fn lines_end_with_newline_and_parse_back() {
+        let mut buf = Vec::new();
+        {
+            let mut sink = NdjsonSink::new(&mut buf);
+            let ann = Annotated {
+                event: failed_mount(),
+                ns_changes: vec![],
+            };
+            sink.event(&ann).unwrap();
+            sink.summary(&Summary::default()).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            let _: Value = serde_json::from_str(l).unwrap();
+        }
+        assert!(text.ends_with('\n'));
+    }
+}

@@ -1,0 +1,311 @@
+//! The human timeline: one line per event, strace-like calls, failures
+//! highlighted (colour only when writing to a terminal). Everything that came
+//! from a traced process is escaped, so it can never drive the terminal.
+
+use std::io::{self, Write};
+
+use super::{Sink, Summary};
+use crate::errnos::{errno_message, errno_name, signal_name};
+use crate::event::{ArgValue, EventKind, ExitStatus, Syscall};
+use crate::model::Annotated;
+use crate::syscalls::RetKind;
+
+/// ANSI styles used when colour is on.
+struct Style {
+    fail: &'static str,
+    ns: &'static str,
+    warn: &'static str,
+    dim: &'static str,
+    reset: &'static str,
+}
+
+const COLOR: Style = Style {
+    fail: "\x1b[1;31m",
+    ns: "\x1b[36m",
+    warn: "\x1b[1;33m",
+    dim: "\x1b[2m",
+    reset: "\x1b[0m",
+};
+const PLAIN: Style = Style {
+    fail: "",
+    ns: "",
+    warn: "",
+    dim: "",
+    reset: "",
+};
+
+/// Writes the timeline.
+pub struct TextSink<W: Write> {
+    out: W,
+    style: &'static Style,
+    start_ns: Option<u64>,
+}
+
+impl<W: Write> TextSink<W> {
+    /// A sink writing to `out`, with colour if `color`.
+    pub fn new(out: W, color: bool) -> Self {
+        Self {
+            out,
+            style: if color { &COLOR } else { &PLAIN },
+            start_ns: None,
+        }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, ann: &Annotated) -> io::Result<()> {
+        let ev = &ann.event;
+        let start = *self.start_ns.get_or_insert(ev.ts_ns);
+        let rel = ev.ts_ns.saturating_sub(start) as f64 / 1e9;
+        let st = self.style;
+        let body = match &ev.kind {
+            EventKind::Syscall(sc) => syscall_line(sc, st),
+            EventKind::Fork { ppid, .. } => format!("{}fork{} from {ppid}", st.dim, st.reset),
+            EventKind::Exec {
+                filename,
+                argv,
+                argv_truncated,
+                ..
+            } => {
+                let mut args: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+                if *argv_truncated {
+                    args.push("...".into());
+                }
+                format!(
+                    "{}exec{} {} [{}]",
+                    st.dim,
+                    st.reset,
+                    quote(filename),
+                    args.join(", ")
+                )
+            }
+            EventKind::Exit { status, .. } => match *status {
+                ExitStatus::Exited(0) => format!("{}exit 0{}", st.dim, st.reset),
+                ExitStatus::Exited(c) => format!("{}exit {c}{}", st.fail, st.reset),
+                ExitStatus::Signaled {
+                    signal,
+                    core_dumped,
+                } => format!(
+                    "{}killed by {}{}{}",
+                    st.fail,
+                    signal_name(signal),
+                    if core_dumped { " (core dumped)" } else { "" },
+                    st.reset
+                ),
+            },
+            EventKind::Lost { count } => {
+                writeln!(
+                    self.out,
+                    "{rel:>11.6} {}!!! {count} event(s) lost: the ring buffer was full (try a larger --buffer-size){}",
+                    st.warn, st.reset
+                )?;
+                return self.out.flush();
+            }
+        };
+        let mut line = format!(
+            "{rel:>11.6} {:>7} {:<15} {body}",
+            ev.pid,
+            sanitize(&ev.comm)
+        );
+        if !ann.ns_changes.is_empty() {
+            let parts: Vec<String> = ann
+                .ns_changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}{} {}",
+                        if c.first_seen { "new " } else { "" },
+                        c.kind,
+                        c.to
+                    )
+                })
+                .collect();
+            line.push_str(&format!("  {}[{}]{}", st.ns, parts.join(", "), st.reset));
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())?;
+        self.out.flush()
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        let st = self.style;
+        let c = &s.counts;
+        let lost = if c.lost > 0 {
+            format!("{}{} lost{}", st.warn, c.lost, st.reset)
+        } else {
+            "0 lost".to_string()
+        };
+        let failed = if c.failed > 0 {
+            format!("{}{} failed{}", st.fail, c.failed, st.reset)
+        } else {
+            "0 failed".to_string()
+        };
+        writeln!(
+            self.out,
+            "--- nstrace: {} events, {} syscalls ({failed}), {} processes, {lost}{} ---",
+            c.events,
+            c.syscalls,
+            c.processes,
+            match s.exit_code {
+                Some(code) => format!(", command exited with {code}"),
+                None => String::new(),
+            }
+        )?;
+        self.out.flush()
+    }
+}
+
+fn syscall_line(sc: &Syscall, st: &Style) -> String {
+    let args = if sc.no_entry {
+        "<entry not seen>".to_string()
+    } else {
+        sc.args
+            .iter()
+            .map(|(_, v)| arg_text(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let result = match sc.errno() {
+        Some(e) => format!(
+            "{}= -1 {} ({}){}",
+            st.fail,
+            errno_name(e).map_or_else(|| e.to_string(), String::from),
+            errno_message(e).unwrap_or("unknown error"),
+            st.reset
+        ),
+        None => match sc.ret_kind {
+            RetKind::Fd => format!("= {} (fd)", sc.ret),
+            RetKind::ChildPid => format!("= {} (child)", sc.ret),
+            RetKind::Status => format!("= {}", sc.ret),
+        },
+    };
+    format!("{}({args}) {result}", sc.name)
+}
+
+fn arg_text(v: &ArgValue) -> String {
+    match v {
+        ArgValue::Str { text, truncated } => {
+            format!("{}{}", quote(text), if *truncated { "..." } else { "" })
+        }
+        ArgValue::Null => "NULL".into(),
+        ArgValue::Unreadable { addr, error } => format!("{addr:#x} <{error}>"),
+        ArgValue::Int(i) => i.to_string(),
+        ArgValue::Name(n) => sanitize(n),
+        ArgValue::Flags(f) if f.is_empty() => "0".into(),
+        ArgValue::Flags(f) => f.join("|"),
+        ArgValue::Ptr(p) => format!("{p:#x}"),
+        ArgValue::Struct(fields) => format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", arg_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ArgValue::Bytes(n) => format!("<{n} bytes>"),
+    }
+}
+
+/// Quotes a string for the terminal, C-style: control characters (including
+/// escape sequences and C1 controls) are shown as escapes.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Makes an unquoted string (a command name) safe for the terminal.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::model::NsChange;
+    use nstrace_common::NsIds;
+
+    fn line(ann: &Annotated, color: bool) -> String {
+        let mut buf = Vec::new();
+        TextSink::new(&mut buf, color).event(ann).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn unshare_failed() -> Annotated {
+        Annotated {
+            event: Event {
+                seq: 1,
+                ts_ns: 5,
+                pid: 77,
+                tid: 77,
+                comm: "unshare\x1b[2J".into(),
+                kind: EventKind::Syscall(Syscall {
+                    name: "unshare".into(),
+                    nr: 272,
+                    args: vec![(
+                        "flags",
+                        ArgValue::Flags(vec!["CLONE_NEWNS".into(), "CLONE_NEWUSER".into()]),
+                    )],
+                    ret: -22,
+                    ns: NsIds::default(),
+                    ns_before: Some(NsIds::default()),
+                    duration_ns: 1,
+                    no_entry: false,
+                    ret_kind: RetKind::Status,
+                }),
+            },
+            ns_changes: vec![],
+        }
+    }
+
+    #[test]
+    fn failed_call_reads_like_strace() {
+        let l = line(&unshare_failed(), false);
+        assert!(
+            l.contains("unshare(CLONE_NEWNS|CLONE_NEWUSER) = -1 EINVAL (Invalid argument)"),
+            "{l}"
+        );
+        assert!(!l.contains('\x1b'), "no colour and no raw escape: {l:?}");
+    }
+
+    #[test]
+    fn colour_marks_failures_only_when_asked() {
+        let l = line(&unshare_failed(), true);
+        assert!(l.contains("\x1b[1;31m= -1 EINVAL"));
+        // The comm's escape sequence is neutralised even with colour on.
+        assert!(!l.contains("\x1b[2J"));
+    }
+
+    #[test]
+    fn namespace_changes_are_listed() {
+        let mut ann = unshare_failed();
+        ann.ns_changes = vec![NsChange {
+            kind: "user",
+            from: 1,
+            to: 4026532000,
+            first_seen: true,
+        }];
+        let l = line(&ann, false);
+        assert!(l.ends_with("[new user 4026532000]\n"), "{l}");
+    }
+
+    #[test]
+    fn quoting_escapes_controls() {
+        assert_eq!(quote("a\"b\n\x1b"), "\"a\\\"b\\n\\u{1b}\"");
+        assert_eq!(sanitize("x\x07y"), "x?y");
+    }
+}

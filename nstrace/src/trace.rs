@@ -1,0 +1,452 @@
+//! A trace session, end to end: load the probes, start or attach to the
+//! target, then move every kernel record through decode -> model -> output
+//! until the target is gone.
+
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, RingBuf};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::low_level::siginfo::Cause;
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+use crate::cli::Format;
+use crate::decode::Decoder;
+use crate::event::Event;
+use crate::kernel_btf::{BtfError, KernelBtf, VMLINUX_BTF};
+use crate::model::Model;
+use crate::output::{ndjson::NdjsonSink, text::TextSink, Sink, Summary};
+use crate::probes::{ProbeError, ProbeOptions, Probes};
+use crate::scope::{LaunchError, Launched, Scope};
+
+/// Exit status when the output went away (as a shell reports a writer killed by SIGPIPE).
+pub const EXIT_BROKEN_PIPE: i32 = 128 + libc::SIGPIPE;
+/// Exit status when nstrace itself failed.
+pub const EXIT_NSTRACE_FAILED: i32 = 125;
+
+/// Everything a session needs to know.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// What to trace.
+    pub scope: Scope,
+    /// Output format.
+    pub format: Format,
+    /// Output file (standard output if `None`).
+    pub output: Option<PathBuf>,
+    /// Colour the text timeline.
+    pub color: bool,
+    /// Ring buffer bytes.
+    pub ring_bytes: u32,
+    /// BTF file to use instead of the kernel's.
+    pub btf: Option<PathBuf>,
+}
+
+/// Why a session could not run.
+#[derive(Debug, Error)]
+pub enum TraceError {
+    /// Not enough privilege to load BPF programs.
+    #[error(
+        "nstrace needs root: loading its BPF programs requires CAP_BPF and CAP_PERFMON \
+         (or CAP_SYS_ADMIN); try: sudo nstrace ..."
+    )]
+    NotPrivileged,
+    /// No usable BTF for the mode asked for.
+    #[error("{0}; without it nstrace cannot follow child processes or read namespace ids (use --btf FILE, or --all for a reduced trace)")]
+    NoBtf(BtfError),
+    /// The probes failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// The command could not be started.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The process given with -p does not exist.
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+    /// The output file could not be opened.
+    #[error("cannot write to {path}: {source}")]
+    OutputFile {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Anything else in the event loop.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl TraceError {
+    /// nstrace's exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Launch(e) => e.exit_code(),
+            _ => EXIT_NSTRACE_FAILED,
+        }
+    }
+}
+
+/// Capability bits in `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether this process may load and attach tracing programs.
+pub fn has_bpf_privileges() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The thread-group id of `pid` (which may be a thread id), if it exists.
+fn thread_group_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs a whole session and returns nstrace's exit status.
+pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
+    if !has_bpf_privileges() {
+        return Err(TraceError::NotPrivileged);
+    }
+    let trace_all = matches!(opts.scope, Scope::All(_));
+    let btf_path = opts.btf.clone().unwrap_or_else(|| VMLINUX_BTF.into());
+    let offsets = match KernelBtf::open(&btf_path) {
+        Ok(btf) => {
+            let (offsets, missing) = btf.offsets();
+            if !missing.is_empty() {
+                eprintln!(
+                    "nstrace: this kernel's BTF lacks {}; the matching fields are reported as 0",
+                    missing.join(", ")
+                );
+            }
+            offsets
+        }
+        Err(e) if trace_all => {
+            eprintln!("nstrace: {e}; namespace ids and parents are reported as 0");
+            nstrace_common::Offsets::UNRESOLVED
+        }
+        Err(e) => return Err(TraceError::NoBtf(e)),
+    };
+
+    let attach_pid = match opts.scope {
+        Scope::Attach(pid) => Some(thread_group_of(pid).ok_or(TraceError::NoSuchProcess(pid))?),
+        _ => None,
+    };
+
+    let sink: Box<dyn Sink> = {
+        let out: Box<dyn Write> = match &opts.output {
+            Some(path) => Box::new(io::BufWriter::new(std::fs::File::create(path).map_err(
+                |source| TraceError::OutputFile {
+                    path: path.clone(),
+                    source,
+                },
+            )?)),
+            None => Box::new(io::stdout()),
+        };
+        match opts.format {
+            Format::Text => Box::new(TextSink::new(out, opts.color)),
+            Format::Ndjson => Box::new(NdjsonSink::new(out)),
+        }
+    };
+
+    // Signals are caught from here on; the command starts with default handlers.
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("nstrace-signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                let from_terminal = matches!(origin.cause, Cause::Kernel);
+                if sig_tx.send((origin.signal, from_terminal)).is_err() {
+                    break;
+                }
+            }
+        })?;
+
+    let launcher_pid = if opts.scope.command().is_some() && !trace_all {
+        std::process::id()
+    } else {
+        0
+    };
+    let mut probes = Probes::start(&ProbeOptions {
+        trace_all,
+        launcher_pid,
+        ring_bytes: opts.ring_bytes,
+        offsets,
+    })?;
+    for note in &probes.notes {
+        eprintln!("nstrace: {note}");
+    }
+    if let Some(pid) = attach_pid {
+        probes.track(pid)?;
+    }
+    let ring = probes.take_events()?;
+    let launched = match opts.scope.command() {
+        Some(argv) => Some(Launched::spawn(argv)?),
+        None => None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let session = Session {
+        probes,
+        launched,
+        scope: opts.scope,
+        pipeline: Pipeline {
+            decoder: Decoder::new(),
+            model: Model::new(),
+            sink,
+            batch: Vec::new(),
+            broken: false,
+        },
+    };
+    let result = runtime.block_on(session.run(ring, sig_rx));
+    signal_handle.close();
+    result
+}
+
+/// Decode -> model -> output, for one record at a time.
+struct Pipeline {
+    decoder: Decoder,
+    model: Model,
+    sink: Box<dyn Sink>,
+    batch: Vec<Event>,
+    /// The output failed (closed pipe, full disk): stop writing.
+    broken: bool,
+}
+
+impl Pipeline {
+    fn feed(&mut self, record: &[u8]) {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        match self.decoder.decode(record, &mut batch) {
+            Ok(()) => {
+                for ev in batch.drain(..) {
+                    self.emit(ev);
+                }
+            }
+            Err(e) => eprintln!("nstrace: skipped a malformed kernel record: {e}"),
+        }
+        self.batch = batch;
+    }
+
+    fn emit(&mut self, ev: Event) {
+        let ann = self.model.apply(ev);
+        if !self.broken {
+            if let Err(e) = self.sink.event(&ann) {
+                self.output_failed(&e);
+            }
+        }
+    }
+
+    fn output_failed(&mut self, e: &io::Error) {
+        self.broken = true;
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("nstrace: cannot write the trace: {e}");
+        }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            self.feed(&item);
+        }
+    }
+}
+
+struct Session {
+    probes: Probes,
+    launched: Option<Launched>,
+    scope: Scope,
+    pipeline: Pipeline,
+}
+
+/// How the event loop ended.
+enum End {
+    /// The target is gone (command exited and no tracked process is left, or
+    /// the attached process tree ended).
+    TargetGone,
+    /// Stopped by a signal to nstrace.
+    Interrupted(i32),
+    /// The output went away.
+    OutputBroken,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        ring: RingBuf<MapData>,
+        mut signals: mpsc::UnboundedReceiver<(i32, bool)>,
+    ) -> Result<i32, TraceError> {
+        // SAFETY: the ring buffer's fd stays open for as long as the AsyncFd owns it.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let pidfd: Option<AsyncFd<OwnedFd>> = match &self.launched {
+            Some(l) => {
+                let fd = l.pidfd().try_clone()?;
+                // SAFETY: we own the cloned descriptor.
+                Some(
+                    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                        .map_err(io::Error::from)?,
+                )
+            }
+            None => None,
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut forwarded: Option<i32> = None;
+        let mut last_check = Instant::now();
+
+        let end = loop {
+            let command_running = self.launched.as_ref().is_some_and(|l| l.status().is_none());
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.pipeline.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                Some((sig, from_terminal)) = signals.recv() => {
+                    match (&self.launched, forwarded) {
+                        (Some(l), None) if l.status().is_none() => {
+                            // A terminal's signal reached the command too (same
+                            // process group); anything else is passed on.
+                            if !from_terminal {
+                                l.signal(sig)?;
+                            }
+                            forwarded = Some(sig);
+                        }
+                        _ => break End::Interrupted(sig),
+                    }
+                }
+                ready = exited(pidfd.as_ref()), if command_running => {
+                    ready?;
+                    if let Some(l) = self.launched.as_mut() {
+                        l.try_reap()?;
+                    }
+                    last_check = Instant::now() - Duration::from_secs(1);
+                }
+                _ = tick.tick() => {}
+            }
+            if self.pipeline.broken {
+                break End::OutputBroken;
+            }
+            if last_check.elapsed() >= Duration::from_millis(50) {
+                last_check = Instant::now();
+                if self.target_gone()? {
+                    break End::TargetGone;
+                }
+            }
+        };
+        // Everything the kernel emitted before this point is in the buffer.
+        self.pipeline.drain(ring.get_mut());
+        self.finish(end)
+    }
+
+    fn target_gone(&mut self) -> Result<bool, TraceError> {
+        let command_done = self.launched.as_ref().map(|l| l.status().is_some());
+        Ok(match &self.scope {
+            Scope::Launch(_) => command_done == Some(true) && self.probes.tracked_count()? == 0,
+            Scope::Attach(_) => self.probes.tracked_count()? == 0,
+            Scope::All(Some(_)) => command_done == Some(true),
+            Scope::All(None) => false,
+        })
+    }
+
+    fn finish(mut self, end: End) -> Result<i32, TraceError> {
+        let unreported = self.probes.unreported_losses()?;
+        if unreported > 0 {
+            let ev = self
+                .pipeline
+                .decoder
+                .trailing_loss(unreported, monotonic_ns());
+            self.pipeline.emit(ev);
+        }
+        let exit_code = match (&end, self.launched.as_mut()) {
+            (End::OutputBroken, Some(l)) => {
+                terminate(l)?;
+                EXIT_BROKEN_PIPE
+            }
+            (End::OutputBroken, None) => EXIT_BROKEN_PIPE,
+            (End::Interrupted(sig), Some(l)) if l.status().is_none() => {
+                eprintln!(
+                    "nstrace: detached; the command (pid {}) keeps running",
+                    l.pid()
+                );
+                128 + sig
+            }
+            (End::Interrupted(_), None) => 0,
+            (_, Some(l)) => l.wait()?.shell_code(),
+            (End::TargetGone, None) => 0,
+        };
+        if !self.pipeline.broken {
+            let summary = Summary {
+                seq: self.pipeline.decoder.last_seq() + 1,
+                counts: self.pipeline.model.counts.clone(),
+                ts_ns: monotonic_ns(),
+                exit_code: self
+                    .launched
+                    .as_ref()
+                    .and_then(|l| l.status())
+                    .map(|s| s.shell_code()),
+            };
+            if let Err(e) = self.pipeline.sink.summary(&summary) {
+                self.pipeline.output_failed(&e);
+            }
+        }
+        Ok(exit_code)
+    }
+}
+
+/// Resolves when the command's pidfd becomes readable (it exited); never
+/// without a command.
+async fn exited(pidfd: Option<&AsyncFd<OwnedFd>>) -> io::Result<()> {
+    match pidfd {
+        Some(fd) => fd.readable().await.map(|mut guard| guard.retain_ready()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends the command after the output went away: SIGTERM, then SIGKILL after
+/// two seconds, and reaps it so it is not left orphaned.
+fn terminate(l: &mut Launched) -> io::Result<()> {
+    l.signal(libc::SIGTERM)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if l.try_reap()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    l.signal(libc::SIGKILL)?;
+    l.wait().map(|_| ())
+}

@@ -254,6 +254,13 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
     pub mm_arg_end: u32,
+    /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
+    /// r10, r8, r9; arm64: regs[0..6]).
+    pub regs_arg: [u32; 6],
+    /// `pt_regs` field holding the syscall number (x86_64: orig_ax; arm64: syscallno).
+    pub regs_nr: u32,
+    /// `linux_binprm.filename`.
+    pub binprm_filename: u32,
     /// For each namespace slot except user and pid: the `nsproxy` field
     /// pointing at it (indexed like [`NsIds::inum`]).
     pub nsproxy_field: [u32; ns::COUNT],
@@ -281,12 +288,15 @@ impl Offsets {
         upid_ns: NO_OFFSET,
         mm_arg_start: NO_OFFSET,
         mm_arg_end: NO_OFFSET,
+        regs_arg: [NO_OFFSET; 6],
+        regs_nr: NO_OFFSET,
+        binprm_filename: NO_OFFSET,
         nsproxy_field: [NO_OFFSET; ns::COUNT],
         ns_inum: [NO_OFFSET; ns::COUNT],
     };
 }
 
-/// Load-time settings of the programs (a read-only global).
+/// Settings of the programs (the single entry of the CONFIG map).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -295,17 +305,19 @@ pub struct Config {
     /// Thread-group id whose new child processes become tracked (nstrace
     /// itself when it launches the command; 0 for none).
     pub launcher_pid: u32,
+    /// Bit `nr` set: syscall `nr` is traced (checked before anything else,
+    /// so that other syscalls cost one load and a test).
+    pub syscalls: [u64; (MAX_SYSCALL_NR / 64) as usize],
     /// Kernel structure offsets.
     pub offsets: Offsets,
 }
 
 impl Config {
-    /// The value compiled into the object; userspace always overrides it.
-    pub const DEFAULT: Self = Self {
-        trace_all: 0,
-        launcher_pid: 0,
-        offsets: Offsets::UNRESOLVED,
-    };
+    /// Whether syscall `nr` is marked in [`Config::syscalls`].
+    #[inline(always)]
+    pub fn traces_syscall(&self, nr: u64) -> bool {
+        nr < MAX_SYSCALL_NR as u64 && self.syscalls[(nr / 64) as usize] & (1 << (nr % 64)) != 0
+    }
 }
 
 /// Names of the maps and programs, shared so that neither side misspells them.
@@ -318,15 +330,15 @@ pub mod names {
     pub const LOST: &str = "LOST";
     /// The [`crate::ArgSpec`] table.
     pub const ARG_SPECS: &str = "ARG_SPECS";
-    /// The [`crate::Config`] global.
+    /// The map holding the [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
-    /// Generic syscall-entry program (attached to each `syscalls:sys_enter_*`).
+    /// `sys_enter` raw tracepoint program.
     pub const PROG_SYS_ENTER: &str = "sys_enter";
-    /// Generic syscall-exit program.
+    /// `sys_exit` raw tracepoint program.
     pub const PROG_SYS_EXIT: &str = "sys_exit";
     /// `sched_process_fork` raw tracepoint program.
     pub const PROG_FORK: &str = "sched_process_fork";
-    /// `sched:sched_process_exec` tracepoint program.
+    /// `sched_process_exec` raw tracepoint program.
     pub const PROG_EXEC: &str = "sched_process_exec";
     /// `sched_process_exit` raw tracepoint program.
     pub const PROG_EXIT: &str = "sched_process_exit";

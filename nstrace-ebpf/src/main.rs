@@ -4,7 +4,7 @@
 #![no_std]
 #![no_main]
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile};
+use core::ptr::addr_of_mut;
 
 use aya_ebpf::{
     helpers::generated::{
@@ -12,10 +12,9 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
         bpf_probe_read_user_str,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
-    EbpfContext,
+    programs::RawTracePointContext,
 };
 use nstrace_common::{
     ns, ArgSpec, Config, ExecRecord, ExitRecord, ForkRecord, Header, NsIds, RecordKind,
@@ -23,9 +22,9 @@ use nstrace_common::{
     SYSCALL_NO_ENTRY,
 };
 
-/// Load-time configuration; userspace overrides it before loading.
-#[unsafe(no_mangle)]
-static CONFIG: Config = Config::DEFAULT;
+/// Settings and kernel offsets; userspace fills the one entry before attaching.
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Records for userspace. The size is set by userspace at load time.
 #[map]
@@ -52,20 +51,10 @@ static LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static ARG_SPECS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
 
-/// Offset of the first syscall argument in a `syscalls:sys_enter_*` record,
-/// and of `ret` in a `sys_exit_*` record.
-const TP_SYSCALL_NR: usize = 8;
-const TP_SYSCALL_ARGS: usize = 16;
-/// `sched:sched_process_exec`: `__data_loc char[] filename`.
-const TP_EXEC_FILENAME_LOC: usize = 8;
-/// `sched:sched_process_exec`: `old_pid`.
-const TP_EXEC_OLD_PID: usize = 16;
-
+/// The configuration (in map memory: read in place, never copied to the stack).
 #[inline(always)]
-fn config() -> Config {
-    // SAFETY: CONFIG is a read-only global; the volatile read stops the
-    // compiler from folding in the default value.
-    unsafe { read_volatile(addr_of!(CONFIG)) }
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
 }
 
 /// Reads a `T` at `base + off` in kernel memory; `None` if either is unknown
@@ -192,18 +181,21 @@ fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
     }
 }
 
-#[tracepoint]
-pub fn sys_enter(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let (pid, tid) = current_ids();
-    if !is_tracked(&cfg, pid) {
+/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let nr: u64 = ctx.arg(1);
+    if !cfg.traces_syscall(nr) {
         return 0;
     }
-    // SAFETY: offsets are those of the syscalls:sys_enter_* record format.
-    let nr: i32 = match unsafe { ctx.read_at(TP_SYSCALL_NR) } {
-        Ok(nr) => nr,
-        Err(_) => return 0,
-    };
+    let (pid, tid) = current_ids();
+    if !is_tracked(cfg, pid) {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
     let Some(spec) = ARG_SPECS.get(nr as u32) else {
         return 0;
     };
@@ -220,11 +212,11 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
         let mut args = [0u64; 6];
         let mut i = 0;
         while i < 6 {
-            args[i] = ctx.read_at(TP_SYSCALL_ARGS + i * 8).unwrap_or(0);
+            args[i] = kread(regs, cfg.offsets.regs_arg[i]).unwrap_or(0);
             i += 1;
         }
         addr_of_mut!((*rec).args).write(args);
-        read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_before));
+        read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
         let mut s = 0;
         while s < STR_SLOTS {
             let len = match pick(&args, spec.str_args[s]) {
@@ -272,20 +264,25 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let (pid, tid) = current_ids();
-    if !is_tracked(&cfg, pid) {
+/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    // The number the task asked for, even if seccomp refused the call.
+    let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
+        return 0;
+    };
+    if !cfg.traces_syscall(nr) {
         return 0;
     }
-    // SAFETY: offsets are those of the syscalls:sys_exit_* record format.
-    let (nr, ret): (i32, i64) = unsafe {
-        match (ctx.read_at(TP_SYSCALL_NR), ctx.read_at(TP_SYSCALL_ARGS)) {
-            (Ok(nr), Ok(ret)) => (nr, ret),
-            _ => return 0,
-        }
-    };
+    let (pid, tid) = current_ids();
+    if !is_tracked(cfg, pid) {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
     let rec = match PENDING.get_ptr_mut(tid) {
         Some(rec) => rec,
         None => {
@@ -307,7 +304,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
                 addr_of_mut!((*rec).args).write([0; 6]);
                 addr_of_mut!((*rec).str_len).write([0; STR_SLOTS]);
                 addr_of_mut!((*rec).blob_len).write(0);
-                read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_before));
+                read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
             }
             rec
         }
@@ -316,7 +313,7 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     unsafe {
         addr_of_mut!((*rec).exit_ts_ns).write(bpf_ktime_get_ns());
         addr_of_mut!((*rec).ret).write(ret);
-        read_ns(&cfg, current_task(), addr_of_mut!((*rec).ns_after));
+        read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
         if EVENTS.output::<SyscallRecord>(&*rec, 0).is_err() {
@@ -329,7 +326,9 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
-    let cfg = config();
+    let Some(cfg) = config() else {
+        return 0;
+    };
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
     let child: u64 = ctx.arg(1);
@@ -340,7 +339,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let launched = cfg.launcher_pid != 0 && pid == cfg.launcher_pid;
-    if !launched && !is_tracked(&cfg, pid) {
+    if !launched && !is_tracked(cfg, pid) {
         return 0;
     }
     if cfg.trace_all == 0 {
@@ -357,18 +356,21 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).header.lost_before).write(take_lost());
         addr_of_mut!((*rec).child_pid).write(child_pid);
         addr_of_mut!((*rec).child_tid).write(child_tid);
-        read_ns(&cfg, child, addr_of_mut!((*rec).child_ns));
+        read_ns(cfg, child, addr_of_mut!((*rec).child_ns));
     }
     entry.submit(0);
     0
 }
 
-#[tracepoint]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
-    if !is_tracked(&cfg, pid) {
+    if !is_tracked(cfg, pid) {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
@@ -377,21 +379,20 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     };
     let rec = entry.as_mut_ptr();
     let task = current_task();
-    // SAFETY: `rec` is the reservation; ctx offsets follow the
-    // sched:sched_process_exec format.
+    // SAFETY: `rec` is the reservation.
     unsafe {
         fill_header(addr_of_mut!((*rec).header), RecordKind::Exec, pid, tid);
         addr_of_mut!((*rec).header.lost_before).write(take_lost());
         let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
         addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
-        let old: i32 = ctx.read_at(TP_EXEC_OLD_PID).unwrap_or(0);
+        let old: u64 = ctx.arg(1);
         addr_of_mut!((*rec).old_tid).write(old as u32);
-        let loc: u32 = ctx.read_at(TP_EXEC_FILENAME_LOC).unwrap_or(0);
-        let name = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let bprm: u64 = ctx.arg(2);
+        let name: u64 = kread(bprm, o.binprm_filename).unwrap_or(0);
         let n = bpf_probe_read_kernel_str(
             addr_of_mut!((*rec).filename).cast(),
             PATH_LEN as u32,
-            name.cast(),
+            name as *const _,
         );
         addr_of_mut!((*rec).filename_len).write(n as i32);
         let mm: u64 = kread(task, o.task_mm).unwrap_or(0);
@@ -416,7 +417,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             }
         };
         addr_of_mut!((*rec).argv_len).write(argv_len);
-        read_ns(&cfg, task, addr_of_mut!((*rec).ns));
+        read_ns(cfg, task, addr_of_mut!((*rec).ns));
     }
     entry.submit(0);
     0
@@ -424,11 +425,13 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
-    let cfg = config();
+    let Some(cfg) = config() else {
+        return 0;
+    };
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
     let _ = PENDING.remove(tid);
-    if !is_tracked(&cfg, pid) {
+    if !is_tracked(cfg, pid) {
         return 0;
     }
     let task = current_task();

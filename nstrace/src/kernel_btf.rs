@@ -11,6 +11,43 @@ use thiserror::Error;
 /// Where the kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where a syscall argument lives in `struct pt_regs`.
+enum Reg {
+    /// A named field.
+    Named(&'static str),
+    /// An element of an array field (arm64's `regs[]`).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Indexed(&'static str, u32),
+}
+
+/// The registers of syscall arguments 1..6.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG_REGS: [Reg; 6] = [
+    Reg::Named("di"),
+    Reg::Named("si"),
+    Reg::Named("dx"),
+    Reg::Named("r10"),
+    Reg::Named("r8"),
+    Reg::Named("r9"),
+];
+/// The field holding the syscall number (kept even when seccomp skips the call).
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_NR_REG: &str = "orig_ax";
+
+/// The registers of syscall arguments 1..6.
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_ARG_REGS: [Reg; 6] = [
+    Reg::Indexed("regs", 0),
+    Reg::Indexed("regs", 1),
+    Reg::Indexed("regs", 2),
+    Reg::Indexed("regs", 3),
+    Reg::Indexed("regs", 4),
+    Reg::Indexed("regs", 5),
+];
+/// The field holding the syscall number.
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_NR_REG: &str = "syscallno";
+
 /// Failure to use the kernel's BTF.
 #[derive(Debug, Error)]
 pub enum BtfError {
@@ -154,6 +191,21 @@ impl KernelBtf {
         o.upid_ns = get("upid", "ns");
         o.mm_arg_start = get("mm_struct", "arg_start");
         o.mm_arg_end = get("mm_struct", "arg_end");
+        o.binprm_filename = get("linux_binprm", "filename");
+        for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
+            o.regs_arg[i] = match reg {
+                Reg::Named(name) => get("pt_regs", name),
+                Reg::Indexed(array, index) => {
+                    let base = get("pt_regs", array);
+                    if base == NO_OFFSET {
+                        NO_OFFSET
+                    } else {
+                        base + 8 * index
+                    }
+                }
+            };
+        }
+        o.regs_nr = get("pt_regs", SYSCALL_NR_REG);
         // (slot, nsproxy field, namespace struct)
         let table: [(usize, Option<&str>, &str); ns::COUNT] = [
             (ns::USER, None, "user_namespace"),

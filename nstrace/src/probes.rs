@@ -1,13 +1,11 @@
 //! Loading the BPF programs and attaching them to the kernel's hooks.
 
-use std::path::Path;
-
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf, EbpfLoader,
 };
-use nstrace_common::{names, ArgSpec, Config, Offsets};
+use nstrace_common::{names, ArgSpec, Config, Offsets, MAX_SYSCALL_NR};
 use thiserror::Error;
 
 use crate::syscalls::SYSCALLS;
@@ -45,9 +43,6 @@ pub enum ProbeError {
     /// The object lacks something it should have.
     #[error("the BPF object has no {0}")]
     Missing(&'static str),
-    /// tracefs is not mounted and could not be mounted.
-    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
-    Tracefs(std::io::Error),
 }
 
 /// How the programs are set up.
@@ -63,28 +58,45 @@ pub struct ProbeOptions {
     pub offsets: Offsets,
 }
 
+/// The raw tracepoints and the program attached to each. Raw tracepoints
+/// need no tracefs and detach without waiting for a grace period (a
+/// `syscalls:sys_enter_*` perf event costs tens of milliseconds each to detach).
+const HOOKS: [(&str, &str); 5] = [
+    // Process life first, so that no fork of a tracked process is missed
+    // once syscalls are traced.
+    (names::PROG_FORK, "sched_process_fork"),
+    (names::PROG_EXIT, "sched_process_exit"),
+    (names::PROG_EXEC, "sched_process_exec"),
+    (names::PROG_SYS_ENTER, "sys_enter"),
+    (names::PROG_SYS_EXIT, "sys_exit"),
+];
+
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
+    links: Vec<(&'static str, RawTracePointLinkId)>,
     /// One line per optional hook that could not be attached.
     pub notes: Vec<String>,
 }
 
 impl Probes {
-    /// Loads the programs and attaches them. Optional hooks that fail become
-    /// [`Probes::notes`]; required ones are errors.
+    /// Loads the programs and attaches them.
     pub fn start(opts: &ProbeOptions) -> Result<Self, ProbeError> {
-        let mut notes = Vec::new();
-        if let Some(note) = ensure_tracefs()? {
-            notes.push(note);
+        let notes = Vec::new();
+        let mut syscalls = [0u64; (MAX_SYSCALL_NR / 64) as usize];
+        for def in SYSCALLS {
+            syscalls[(def.nr / 64) as usize] |= 1 << (def.nr % 64);
         }
         let config = Config {
             trace_all: u32::from(opts.trace_all),
             launcher_pid: opts.launcher_pid,
+            syscalls,
             offsets: opts.offsets,
         };
         let mut ebpf = EbpfLoader::new()
-            .override_global(names::CONFIG, &config, true)
+            // The programs use no CO-RE relocations (offsets come in the
+            // CONFIG map), so aya need not parse the kernel's BTF again.
+            .btf(None)
             .map_max_entries(names::EVENTS, opts.ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|e| {
@@ -99,51 +111,25 @@ impl Probes {
                 }
             })?;
         fill_arg_specs(&mut ebpf)?;
-        let mut probes = Self { ebpf, notes };
+        fill_config(&mut ebpf, config)?;
+        let mut probes = Self {
+            ebpf,
+            links: Vec::new(),
+            notes,
+        };
         probes.attach()?;
         Ok(probes)
     }
 
     fn attach(&mut self) -> Result<(), ProbeError> {
-        // Process life first, so that no fork of a tracked process is missed
-        // once syscalls are traced.
-        for (prog, tp) in [
-            (names::PROG_FORK, "sched_process_fork"),
-            (names::PROG_EXIT, "sched_process_exit"),
-        ] {
+        for (prog, tp) in HOOKS {
             let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
             p.load().map_err(|e| prog_err(format!("load {prog}"), e))?;
-            p.attach(tp)
+            let id = p
+                .attach(tp)
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
+            self.links.push((prog, id));
         }
-        let exec: &mut TracePoint = program(&mut self.ebpf, names::PROG_EXEC)?;
-        exec.load()
-            .map_err(|e| prog_err("load sched_process_exec".into(), e))?;
-        exec.attach("sched", "sched_process_exec")
-            .map_err(|e| prog_err("attach sched:sched_process_exec".into(), e))?;
-
-        for (prog, dir) in [
-            (names::PROG_SYS_ENTER, "sys_enter"),
-            (names::PROG_SYS_EXIT, "sys_exit"),
-        ] {
-            let p: &mut TracePoint = program(&mut self.ebpf, prog)?;
-            p.load().map_err(|e| prog_err(format!("load {prog}"), e))?;
-            for def in SYSCALLS {
-                let name = format!("{dir}_{}", def.tracepoint);
-                if let Err(e) = p.attach("syscalls", &name) {
-                    if def.optional {
-                        self.notes.push(format!(
-                            "{} is not traced: this kernel has no syscalls:{name} ({e})",
-                            def.name
-                        ));
-                    } else {
-                        return Err(prog_err(format!("attach syscalls:{name}"), e));
-                    }
-                }
-            }
-        }
-        self.notes.sort();
-        self.notes.dedup();
         Ok(())
     }
 
@@ -189,6 +175,17 @@ impl Probes {
     }
 }
 
+impl Probes {
+    /// Detaches every hook, the syscall hooks first.
+    pub fn detach(mut self) {
+        for (prog, id) in self.links.drain(..).rev() {
+            if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
+                let _ = p.detach(id);
+            }
+        }
+    }
+}
+
 fn fill_arg_specs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     let map = ebpf
         .map_mut(names::ARG_SPECS)
@@ -201,6 +198,17 @@ fn fill_arg_specs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
             .map_err(|e| map_err(names::ARG_SPECS, e))?;
     }
     Ok(())
+}
+
+fn fill_config(ebpf: &mut Ebpf, config: Config) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(names::CONFIG)
+        .ok_or(ProbeError::Missing("CONFIG map"))?;
+    let mut array: aya::maps::Array<&mut MapData, Config> =
+        aya::maps::Array::try_from(map).map_err(|e| map_err(names::CONFIG, e))?;
+    array
+        .set(0, config, 0)
+        .map_err(|e| map_err(names::CONFIG, e))
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
@@ -226,37 +234,4 @@ fn map_err(name: &'static str, e: aya::maps::MapError) -> ProbeError {
         name,
         source: Box::new(e),
     }
-}
-
-/// Mounts tracefs at /sys/kernel/tracing if no tracefs is reachable: the
-/// syscall tracepoints are found through it. Returns a note when it mounted.
-fn ensure_tracefs() -> Result<Option<String>, ProbeError> {
-    let has_entries = |p: &str| {
-        std::fs::read_dir(p)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    };
-    if has_entries("/sys/kernel/tracing") || has_entries("/sys/kernel/debug/tracing") {
-        return Ok(None);
-    }
-    let target = Path::new("/sys/kernel/tracing");
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|e| ProbeError::Tracefs(e.into()));
-    let (src, tgt, fstype) = (c("tracefs")?, c("/sys/kernel/tracing")?, c("tracefs")?);
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
-    }
-    Ok(Some(format!(
-        "mounted tracefs at {} (it was not mounted)",
-        target.display()
-    )))
 }

@@ -74,8 +74,6 @@ pub enum NsEffect {
 pub struct SyscallDef {
     /// Name as users know it (`umount2`).
     pub name: &'static str,
-    /// Name in `syscalls:sys_enter_<tp>` (`umount`).
-    pub tracepoint: &'static str,
     /// Syscall number on this architecture.
     pub nr: u32,
     /// Arguments in order: name and kind.
@@ -86,8 +84,6 @@ pub struct SyscallDef {
     pub ret: RetKind,
     /// Effect on namespaces.
     pub ns_effect: NsEffect,
-    /// Newer syscalls are missing on older kernels: their absence is a note, not an error.
-    pub optional: bool,
 }
 
 impl SyscallDef {
@@ -165,27 +161,22 @@ use ArgKind::*;
 pub static SYSCALLS: &[SyscallDef] = &[
     SyscallDef {
         name: "unshare",
-        tracepoint: "unshare",
         nr: nr::UNSHARE,
         args: &[("flags", Flags(&flags::CLONE))],
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::Creates,
-        optional: false,
     },
     SyscallDef {
         name: "setns",
-        tracepoint: "setns",
         nr: nr::SETNS,
         args: &[("fd", Fd), ("nstype", NsType)],
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::Enters,
-        optional: false,
     },
     SyscallDef {
         name: "clone",
-        tracepoint: "clone",
         nr: nr::CLONE,
         // x86_64 and arm64 order: flags, stack, parent_tid, child_tid, tls.
         args: &[
@@ -198,21 +189,17 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::ChildPid,
         ns_effect: NsEffect::Creates,
-        optional: false,
     },
     SyscallDef {
         name: "clone3",
-        tracepoint: "clone3",
         nr: CLONE3,
         args: &[("args", Blob), ("size", Size)],
         blob: Some(BlobKind::CloneArgs),
         ret: RetKind::ChildPid,
         ns_effect: NsEffect::Creates,
-        optional: true,
     },
     SyscallDef {
         name: "mount",
-        tracepoint: "mount",
         nr: nr::MOUNT,
         args: &[
             ("source", Str),
@@ -224,31 +211,25 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: false,
     },
     SyscallDef {
         name: "umount2",
-        tracepoint: "umount",
         nr: nr::UMOUNT2,
         args: &[("target", Str), ("flags", Flags(&flags::UMOUNT))],
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: false,
     },
     SyscallDef {
         name: "pivot_root",
-        tracepoint: "pivot_root",
         nr: nr::PIVOT_ROOT,
         args: &[("new_root", Str), ("put_old", Str)],
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: false,
     },
     SyscallDef {
         name: "move_mount",
-        tracepoint: "move_mount",
         nr: MOVE_MOUNT,
         args: &[
             ("from_dfd", DirFd),
@@ -260,11 +241,9 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "open_tree",
-        tracepoint: "open_tree",
         nr: OPEN_TREE,
         args: &[
             ("dfd", DirFd),
@@ -274,11 +253,9 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Fd,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "open_tree_attr",
-        tracepoint: "open_tree_attr",
         nr: OPEN_TREE_ATTR,
         args: &[
             ("dfd", DirFd),
@@ -290,21 +267,17 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: Some(BlobKind::MountAttr),
         ret: RetKind::Fd,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "fsopen",
-        tracepoint: "fsopen",
         nr: FSOPEN,
         args: &[("fs_name", Str), ("flags", Flags(&flags::FSOPEN))],
         blob: None,
         ret: RetKind::Fd,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "fsconfig",
-        tracepoint: "fsconfig",
         nr: FSCONFIG,
         args: &[
             ("fd", Fd),
@@ -316,11 +289,9 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "fsmount",
-        tracepoint: "fsmount",
         nr: FSMOUNT,
         args: &[
             ("fs_fd", Fd),
@@ -330,11 +301,9 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Fd,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "fspick",
-        tracepoint: "fspick",
         nr: FSPICK,
         args: &[
             ("dfd", DirFd),
@@ -344,11 +313,9 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: None,
         ret: RetKind::Fd,
         ns_effect: NsEffect::None,
-        optional: true,
     },
     SyscallDef {
         name: "mount_setattr",
-        tracepoint: "mount_setattr",
         nr: MOUNT_SETATTR,
         args: &[
             ("dfd", DirFd),
@@ -360,7 +327,6 @@ pub static SYSCALLS: &[SyscallDef] = &[
         blob: Some(BlobKind::MountAttr),
         ret: RetKind::Status,
         ns_effect: NsEffect::None,
-        optional: true,
     },
 ];
 
@@ -418,8 +384,11 @@ mod tests {
     }
 
     #[test]
-    fn umount2_uses_the_umount_tracepoint() {
-        assert_eq!(by_name("umount2").unwrap().tracepoint, "umount");
-        assert_eq!(by_nr(166).map(|d| d.name), Some("umount2"));
+    fn lookup_by_number() {
+        assert_eq!(
+            by_nr(by_name("umount2").unwrap().nr).map(|d| d.name),
+            Some("umount2")
+        );
+        assert!(by_nr(0).is_none());
     }
 }

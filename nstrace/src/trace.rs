@@ -423,6 +423,7 @@ impl Session {
                 self.pipeline.output_failed(&e);
             }
         }
+        self.probes.detach();
         Ok(exit_code)
     }
 }

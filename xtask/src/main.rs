@@ -1,1 +1,184 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | demo | test | lint`.
+//!
+//! Every task does its own set-up first, idempotently, so that a fresh
+//! machine needs nothing but `cargo xtask demo` or `cargo xtask test`.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "nstrace project tasks")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (nightly rust-src, bpf-linker, Debian packages).
+    Setup,
+    /// Build everything; the binary lands at target/release/nstrace.
+    Build,
+    /// Build, then trace the classic refusal: a proc mount in a new user
+    /// namespace under a masked /proc file gets EPERM (needs root).
+    Demo,
+    /// Every test, including those that load real BPF programs (as root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// fmt check and clippy, for the userspace crates and the BPF crate.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match args.task {
+        Task::Setup => setup::all(),
+        Task::Build => build(),
+        Task::Demo => demo(&root),
+        Task::Test { cargo_args } => test(&cargo_args),
+        Task::Lint => lint(),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs a command, failing with its status if it fails.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build() -> Result<()> {
+    setup::toolchain()?;
+    run(cargo().args(["build", "--release", "-p", "nstrace", "--bins"]))?;
+    println!("xtask: built target/release/nstrace");
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall without arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn demo(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the demo loads BPF programs and makes mounts: run it as root (sudo cargo xtask demo)"
+        );
+    }
+    build()?;
+    let nstrace = root.join("target/release/nstrace");
+    // A /proc file to mask, as a container runtime does.
+    let masked = ["/proc/keys", "/proc/timer_list", "/proc/kcore", "/proc/sched_debug"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("no /proc file to mask (tried /proc/keys, /proc/timer_list, /proc/kcore, /proc/sched_debug)")?;
+    println!();
+    println!("nstrace demo: the classic refusal, without a container runtime");
+    println!("  1. a private mount namespace where /dev/null is bind-mounted over {masked}");
+    println!("     (what docker, podman and runc do to the masked /proc paths);");
+    println!("  2. under nstrace: unshare -Umpfr mount -t proc proc /proc");
+    println!("     The new user namespace's mount namespace inherits the masking mount,");
+    println!("     locked; a fresh proc mount would reveal what it hides, so the kernel");
+    println!("     refuses it with EPERM (\"mount too revealing\").");
+    println!();
+    let color = if std::io::stdout().is_terminal() {
+        "always"
+    } else {
+        "never"
+    };
+    let script = format!(
+        "mount --bind /dev/null {masked} && exec {} --color {color} -- unshare -Umpfr mount -t proc proc /proc",
+        shell_quote(nstrace.as_os_str())
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run unshare (util-linux)")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut saw_unshare = false;
+    let mut saw_eperm = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        saw_unshare |= line.contains("unshare(") && line.contains("CLONE_NEWUSER");
+        saw_eperm |= line.contains("mount(\"proc\", \"/proc\", \"proc\"") && line.contains("EPERM");
+    }
+    let status = child.wait()?;
+    println!();
+    if saw_unshare && saw_eperm {
+        println!(
+            "demo: traced the unshare and the refused proc mount (EPERM); the command exited with {}.",
+            status.code().map_or_else(|| status.to_string(), |c| c.to_string())
+        );
+        Ok(())
+    } else {
+        bail!("demo: expected an unshare(CLONE_NEWUSER...) line and a proc mount failing with EPERM in the trace")
+    }
+}
+
+fn shell_quote(s: &OsStr) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::all()?;
+    if std::env::var("CI").is_ok_and(|v| v == "true") && !is_root() {
+        bail!("CI=true but not root: the BPF tests cannot run, and they must not be skipped");
+    }
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--all-targets"]);
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    run(&mut cmd)
+}
+
+fn lint() -> Result<()> {
+    setup::toolchain()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    run(Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir("nstrace-ebpf"))
+}

@@ -119,7 +119,7 @@ pub struct Syscall {
     pub nr: u32,
     /// Decoded arguments, in order. Empty if the entry was not seen.
     pub args: Vec<(&'static str, ArgValue)>,
-    /// Return value.
+    /// Return value as the kernel gave it (-errno on failure).
     pub ret: i64,
     /// Namespaces after the call.
     pub ns: NsIds,
@@ -137,6 +137,16 @@ impl Syscall {
     /// The errno of a failed call (`ret` in -4095..=-1).
     pub fn errno(&self) -> Option<i32> {
         (-4095..0).contains(&self.ret).then_some(-self.ret as i32)
+    }
+
+    /// The result as the program saw it through libc: -1 on failure (with
+    /// [`Syscall::errno`]), the kernel's value otherwise.
+    pub fn user_ret(&self) -> i64 {
+        if self.errno().is_some() {
+            -1
+        } else {
+            self.ret
+        }
     }
 }
 
@@ -255,7 +265,11 @@ mod tests {
             ret_kind: crate::syscalls::RetKind::Status,
         };
         assert_eq!(sc.errno(), Some(1));
+        assert_eq!(sc.user_ret(), -1);
+        sc.ret = -13;
+        assert_eq!((sc.errno(), sc.user_ret()), (Some(13), -1));
         sc.ret = 3;
+        assert_eq!(sc.user_ret(), 3);
         assert_eq!(sc.errno(), None);
         sc.ret = -5000;
         assert_eq!(sc.errno(), None);

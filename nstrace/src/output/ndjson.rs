@@ -99,7 +99,7 @@ pub fn event_json(ev: &Event) -> Value {
                 args.insert((*name).into(), arg_json(value));
             }
             m.insert("args".into(), Value::Object(args));
-            m.insert("ret".into(), json!(sc.ret));
+            m.insert("ret".into(), json!(sc.user_ret()));
             m.insert(
                 "errno".into(),
                 match sc.errno() {

@@ -1,0 +1,154 @@
+//! Harness for the tests that run the real nstrace binary with real BPF
+//! programs. They need root; under CI (`CI=true`) not being root is a
+//! failure, never a skip.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+/// The nstrace binary under test.
+pub const NSTRACE: &str = env!("CARGO_BIN_EXE_nstrace");
+/// The repo's syscall helper.
+pub const EXERCISE: &str = env!("CARGO_BIN_EXE_nstrace-exercise");
+
+/// True if the test can run; false (with a message) when it must be skipped
+/// on a developer machine. Panics under CI, where nothing may be skipped.
+pub fn root_or_skip() -> bool {
+    // SAFETY: plain syscall without arguments.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and not root: this test loads BPF programs and cannot be skipped");
+    }
+    eprintln!("SKIPPED: needs root (run `sudo cargo xtask test`)");
+    false
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "nstrace-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One nstrace run: its NDJSON lines, its exit status, and the traced
+/// command's own output.
+pub struct Trace {
+    pub lines: Vec<Value>,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `nstrace [extra] --format ndjson -o FILE -- cmd...`.
+pub fn trace_with(extra: &[&str], cmd: &[&str]) -> Trace {
+    let scratch = Scratch::new("out");
+    let out = scratch.path("trace.ndjson");
+    let output = Command::new(NSTRACE)
+        .args(extra)
+        .args(["--format", "ndjson", "-o"])
+        .arg(&out)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nstrace");
+    finish(output, &out)
+}
+
+/// Runs `nstrace --format ndjson -o FILE -- cmd...`.
+pub fn trace(cmd: &[&str]) -> Trace {
+    trace_with(&[], cmd)
+}
+
+pub fn finish(output: Output, ndjson: &Path) -> Trace {
+    let text = std::fs::read_to_string(ndjson).unwrap_or_default();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect();
+    Trace {
+        lines,
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Trace {
+    /// Syscall lines of `name`.
+    pub fn syscalls(&self, name: &str) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["type"] == "syscall" && l["syscall"] == name)
+            .collect()
+    }
+
+    /// Lines of a type.
+    pub fn of_type(&self, ty: &str) -> Vec<&Value> {
+        self.lines.iter().filter(|l| l["type"] == ty).collect()
+    }
+
+    /// The exec line of the program whose argv[0] ends with `name`.
+    pub fn exec_of(&self, name: &str) -> &Value {
+        self.of_type("exec")
+            .into_iter()
+            .find(|l| l["argv"][0].as_str().is_some_and(|a| a.ends_with(name)))
+            .unwrap_or_else(|| panic!("no exec of {name} in {}", self.dump()))
+    }
+
+    /// The summary line (must be last).
+    pub fn summary(&self) -> &Value {
+        let last = self.lines.last().expect("empty trace");
+        assert_eq!(last["type"], "summary", "last line is not the summary");
+        last
+    }
+
+    /// The trace as text, for failure messages.
+    pub fn dump(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            s.push_str(&l.to_string());
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "stdout: {}\nstderr: {}\n",
+            self.stdout, self.stderr
+        ));
+        s
+    }
+}
+
+/// The inode in `NAME:[INODE]` as printed by readlink.
+pub fn ns_inode(readlink: &str) -> u64 {
+    readlink
+        .trim()
+        .rsplit('[')
+        .next()
+        .and_then(|s| s.trim_end_matches(']').parse().ok())
+        .unwrap_or_else(|| panic!("not a namespace link: {readlink:?}"))
+}

@@ -1,0 +1,647 @@
+//! End-to-end tests: the real nstrace binary, real BPF programs in the
+//! running kernel, real util-linux tools. Every check compares the trace with
+//! ground truth: `readlink /proc/PID/ns/*`, the results the traced programs
+//! printed themselves, exit statuses.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nstrace::errnos::errno_name;
+use serde_json::Value;
+
+const NS: [&str; 8] = ["user", "mnt", "pid", "net", "uts", "ipc", "cgroup", "time"];
+
+fn self_ns(name: &str) -> u64 {
+    let link = std::fs::read_link(format!("/proc/self/ns/{name}")).expect("own ns");
+    ns_inode(&link.to_string_lossy())
+}
+
+#[test]
+fn namespace_ids_match_proc() {
+    if !root_or_skip() {
+        return;
+    }
+    let links: Vec<String> = NS.iter().map(|n| format!("/proc/self/ns/{n}")).collect();
+    let mut cmd = vec!["unshare", "-Urmpfuin", "-C", "-T", "readlink"];
+    cmd.extend(links.iter().map(String::as_str));
+    let t = trace(&cmd);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let printed: Vec<u64> = t.stdout.lines().map(ns_inode).collect();
+    assert_eq!(printed.len(), 8, "{}", t.dump());
+
+    // What readlink printed about itself is what nstrace read in the kernel.
+    let exec = t.exec_of("readlink");
+    for (name, inode) in NS.iter().zip(&printed) {
+        assert_eq!(
+            exec["ns"][name].as_u64(),
+            Some(*inode),
+            "{name}: {}",
+            t.dump()
+        );
+    }
+
+    // The unshare call: every requested namespace changed; pid and time
+    // change "for children", and readlink (the forked child) is in them.
+    let unshare = t.syscalls("unshare");
+    assert_eq!(unshare.len(), 1, "{}", t.dump());
+    let u = unshare[0];
+    assert_eq!(u["ret"], 0);
+    for name in [
+        "user",
+        "mnt",
+        "net",
+        "uts",
+        "ipc",
+        "cgroup",
+        "pid_for_children",
+        "time_for_children",
+    ] {
+        assert_ne!(
+            u["ns"][name], u["ns_before"][name],
+            "{name} did not change: {u}"
+        );
+    }
+    assert_eq!(
+        u["ns"]["pid"], u["ns_before"]["pid"],
+        "the caller's own pid ns stays"
+    );
+    assert_eq!(u["ns"]["pid_for_children"].as_u64(), Some(printed[2]));
+    assert_eq!(u["ns"]["time_for_children"].as_u64(), Some(printed[7]));
+    // Before the call, the namespaces were this test's own.
+    for name in NS {
+        assert_eq!(u["ns_before"][name].as_u64(), Some(self_ns(name)), "{name}");
+    }
+}
+
+#[test]
+fn unshare_mount_namespace() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace(&["unshare", "-m", "readlink", "/proc/self/ns/mnt"]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let u = t.syscalls("unshare");
+    assert_eq!(u.len(), 1, "{}", t.dump());
+    assert_eq!(u[0]["args"]["flags"], serde_json::json!(["CLONE_NEWNS"]));
+    assert_eq!(u[0]["ret"], 0);
+    assert_eq!(u[0]["errno"], Value::Null);
+    assert_eq!(u[0]["ns_before"]["mnt"].as_u64(), Some(self_ns("mnt")));
+    assert_eq!(u[0]["ns"]["mnt"].as_u64(), Some(ns_inode(&t.stdout)));
+    assert_ne!(u[0]["ns"]["mnt"], u[0]["ns_before"]["mnt"]);
+}
+
+#[test]
+fn tmpfs_mount_and_umount() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("tmpfs");
+    let d = dir.0.to_string_lossy().into_owned();
+    let script = format!("mount -t tmpfs -o size=1m nstrace-test {d} && umount {d}");
+    let t = trace(&[
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let mounts: Vec<_> = t
+        .syscalls("mount")
+        .into_iter()
+        .filter(|m| m["args"]["fstype"] == "tmpfs")
+        .collect();
+    assert_eq!(mounts.len(), 1, "{}", t.dump());
+    let m = mounts[0];
+    assert_eq!(m["args"]["source"], "nstrace-test");
+    assert_eq!(m["args"]["target"], d.as_str());
+    assert_eq!(m["args"]["data"], "size=1m");
+    assert_eq!(m["ret"], 0);
+    let umounts = t.syscalls("umount2");
+    assert_eq!(umounts.len(), 1, "{}", t.dump());
+    assert_eq!(umounts[0]["args"]["target"], d.as_str());
+    assert_eq!(umounts[0]["args"]["flags"], serde_json::json!([]));
+    assert_eq!(umounts[0]["ret"], 0);
+    // unshare --propagation private made / private first: also traced, decoded.
+    assert!(t
+        .syscalls("mount")
+        .iter()
+        .any(|m| m["args"]["target"] == "/"
+            && m["args"]["flags"] == serde_json::json!(["MS_REC", "MS_PRIVATE"])));
+}
+
+#[test]
+fn proc_mount_in_new_user_namespace_is_eperm() {
+    if !root_or_skip() {
+        return;
+    }
+    // The command as users type it: util-linux mount reports the refusal.
+    let t = trace(&["unshare", "-Ur", "mount", "-t", "proc", "proc", "/proc"]);
+    assert_eq!(
+        t.code,
+        Some(32),
+        "mount's exit status passes through: {}",
+        t.dump()
+    );
+    assert!(t.stderr.contains("permission denied"), "{}", t.stderr);
+    let m = t.syscalls("mount");
+    assert_eq!(m.len(), 1, "{}", t.dump());
+    assert_eq!(m[0]["errno"], "EPERM");
+    assert_eq!(m[0]["ret"], -1);
+    assert_eq!(m[0]["args"]["source"], "proc");
+    assert_eq!(m[0]["args"]["fstype"], "proc");
+    // The mount ran in the new user namespace the unshare created.
+    let u = t.syscalls("unshare");
+    assert_eq!(m[0]["ns"]["user"], u[0]["ns"]["user"]);
+    assert_ne!(u[0]["ns"]["user"], u[0]["ns_before"]["user"]);
+
+    // The same call made directly, reporting the exact errno it saw.
+    let t = trace(&["unshare", "-Ur", EXERCISE, "mount", "proc", "/proc", "proc"]);
+    let seen: Vec<&str> = t.stdout.split_whitespace().collect();
+    assert_eq!(seen.first(), Some(&"mount"), "{}", t.dump());
+    let errno: i32 = seen[2].parse().unwrap();
+    let m = t.syscalls("mount");
+    assert_eq!(m.len(), 1, "{}", t.dump());
+    assert_eq!(m[0]["ret"].as_i64(), Some(seen[1].parse().unwrap()));
+    assert_eq!(m[0]["errno"].as_str(), errno_name(errno));
+}
+
+#[test]
+fn pivot_root_into_a_fresh_root() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("pivot");
+    let d = dir.0.to_string_lossy().into_owned();
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs none {d} && mkdir {d}/old && cd {d} && exec pivot_root . old"
+    );
+    let t = trace(&["unshare", "-m", "sh", "-c", &script]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let p = t.syscalls("pivot_root");
+    assert_eq!(p.len(), 1, "{}", t.dump());
+    assert_eq!(p[0]["args"]["new_root"], ".");
+    assert_eq!(p[0]["args"]["put_old"], "old");
+    assert_eq!(p[0]["ret"], 0);
+    assert_ne!(p[0]["ns"]["mnt"].as_u64(), Some(self_ns("mnt")));
+}
+
+#[test]
+fn setns_through_nsenter() {
+    if !root_or_skip() {
+        return;
+    }
+    // A process in new uts+mnt namespaces, then nsenter into them.
+    let script = "unshare -u -m sleep 10 & p=$!; \
+        while [ \"$(readlink /proc/$p/ns/uts)\" = \"$(readlink /proc/self/ns/uts)\" ]; do sleep 0.01; done; \
+        readlink /proc/$p/ns/uts; \
+        nsenter -t $p -u -m readlink /proc/self/ns/uts; \
+        kill $p";
+    let t = trace(&["sh", "-c", script]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let lines: Vec<u64> = t.stdout.lines().map(ns_inode).collect();
+    assert_eq!(lines.len(), 2, "{}", t.dump());
+    let target_uts = lines[0];
+    assert_eq!(
+        lines[1], target_uts,
+        "nsenter'd readlink is in the target's uts"
+    );
+    let setns: Vec<_> = t
+        .syscalls("setns")
+        .into_iter()
+        .filter(|s| s["ret"] == 0)
+        .collect();
+    assert!(!setns.is_empty(), "{}", t.dump());
+    // Entering: the uts namespace after some setns is the target's, and
+    // differs from the one before.
+    let entered = setns
+        .iter()
+        .find(|s| s["ns"]["uts"].as_u64() == Some(target_uts))
+        .unwrap_or_else(|| panic!("no setns into uts {target_uts}: {}", t.dump()));
+    assert_ne!(entered["ns_before"]["uts"], entered["ns"]["uts"]);
+    // Each setns names the namespace type (or the pidfd form's set of them).
+    for s in &setns {
+        let types = s["args"]["nstype"].as_array().unwrap();
+        assert!(
+            types
+                .iter()
+                .any(|f| f == "CLONE_NEWUTS" || f == "CLONE_NEWNS"),
+            "{s}"
+        );
+    }
+}
+
+/// Parses `CALL RET ERRNO` lines of nstrace-exercise.
+fn calls_seen(stdout: &str) -> Vec<(String, i64, i32)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [call, ret, errno] => {
+                    Some((call.to_string(), ret.parse().ok()?, errno.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn new_mount_api_and_clone3_match_what_the_program_saw() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("newapi");
+    let d = dir.0.to_string_lossy().into_owned();
+    let t = trace(&[EXERCISE, "new-mount-api", &d]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let seen = calls_seen(&t.stdout);
+    let names: Vec<&str> = seen.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "unshare",
+            "mount",
+            "fsopen",
+            "fsopen",
+            "fsconfig",
+            "fsconfig",
+            "fsmount",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "fspick",
+            "umount2",
+            "clone3"
+        ]
+    );
+    let exe_pid = t.exec_of("nstrace-exercise")["pid"].clone();
+    let traced: Vec<&Value> = t
+        .of_type("syscall")
+        .into_iter()
+        .filter(|l| l["pid"] == exe_pid)
+        .collect();
+    assert_eq!(traced.len(), seen.len(), "{}", t.dump());
+    for ((call, ret, errno), ev) in seen.iter().zip(&traced) {
+        assert_eq!(ev["syscall"], call.as_str(), "{ev}");
+        assert_eq!(ev["ret"].as_i64(), Some(*ret), "{ev}");
+        match errno {
+            0 => assert_eq!(ev["errno"], Value::Null, "{ev}"),
+            e => assert_eq!(ev["errno"].as_str(), errno_name(*e), "{ev}"),
+        }
+    }
+    let by = |i: usize| traced[i];
+    assert_eq!(by(2)["args"]["fs_name"], "nstrace-no-such-fs");
+    assert_eq!(by(2)["errno"], "ENODEV");
+    assert_eq!(by(3)["args"]["fs_name"], "tmpfs");
+    assert_eq!(
+        by(3)["args"]["flags"],
+        serde_json::json!(["FSOPEN_CLOEXEC"])
+    );
+    assert_eq!(by(4)["args"]["cmd"], "FSCONFIG_SET_STRING");
+    assert_eq!(by(4)["args"]["key"], "size");
+    assert_eq!(by(4)["args"]["value"], "1M");
+    assert_eq!(by(5)["args"]["cmd"], "FSCONFIG_CMD_CREATE");
+    assert_eq!(by(5)["args"]["key"], Value::Null);
+    assert_eq!(
+        by(6)["args"]["attr_flags"],
+        serde_json::json!(["MOUNT_ATTR_NODEV"])
+    );
+    assert_eq!(by(7)["args"]["from_path"], "");
+    assert_eq!(by(7)["args"]["to_dfd"], "AT_FDCWD");
+    assert_eq!(by(7)["args"]["to_path"], d.as_str());
+    assert_eq!(
+        by(7)["args"]["flags"],
+        serde_json::json!(["MOVE_MOUNT_F_EMPTY_PATH"])
+    );
+    assert_eq!(
+        by(8)["args"]["flags"],
+        serde_json::json!(["OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC"])
+    );
+    assert_eq!(
+        by(9)["args"]["attr"]["attr_set"],
+        serde_json::json!(["MOUNT_ATTR_RDONLY"])
+    );
+    assert_eq!(by(9)["args"]["flags"], serde_json::json!(["AT_EMPTY_PATH"]));
+    assert_eq!(by(10)["args"]["path"], d.as_str());
+    assert_eq!(by(11)["args"]["flags"], serde_json::json!(["MNT_DETACH"]));
+    let clone3 = by(12);
+    assert_eq!(
+        clone3["args"]["args"]["flags"],
+        serde_json::json!(["CLONE_NEWUSER"])
+    );
+    assert_eq!(clone3["args"]["args"]["exit_signal"], "SIGCHLD");
+
+    // The mount namespace the program saw is the one nstrace reported.
+    let mnt_line = t.stdout.lines().find(|l| l.starts_with("ns mnt ")).unwrap();
+    assert_eq!(by(0)["ns"]["mnt"].to_string(), mnt_line["ns mnt ".len()..]);
+    // The clone3 child was born in a new user namespace: the one it printed.
+    let child_user: u64 = t
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("child-ns user "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fork = t
+        .of_type("fork")
+        .into_iter()
+        .find(|f| f["pid"] == clone3["ret"])
+        .unwrap_or_else(|| panic!("no fork of the clone3 child: {}", t.dump()));
+    assert_eq!(fork["ns"]["user"].as_u64(), Some(child_user));
+    assert_ne!(fork["ns"]["user"], clone3["ns"]["user"]);
+}
+
+#[test]
+fn unrelated_processes_do_not_appear() {
+    if !root_or_skip() {
+        return;
+    }
+    // Busy with the very calls nstrace traces, but not started by it.
+    let mut other = Command::new("sh")
+        .args(["-c", "while :; do unshare -m true; done"])
+        .spawn()
+        .unwrap();
+    let t = trace(&["sh", "-c", "sleep 0.5; unshare -u true"]);
+    let still_running = other.try_wait().unwrap().is_none();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(
+        still_running,
+        "the unrelated loop must run during the trace"
+    );
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+
+    // Every pid in the trace descends from the launched command.
+    let forks = t.of_type("fork");
+    let mut ours = vec![forks[0]["pid"].clone()];
+    for f in &forks[1..] {
+        assert!(
+            ours.contains(&f["ppid"]),
+            "fork from an untraced parent: {f}"
+        );
+        ours.push(f["pid"].clone());
+    }
+    for l in &t.lines {
+        if l["pid"] != 0 {
+            assert!(ours.contains(&l["pid"]), "unrelated event: {l}");
+        }
+    }
+    let unshares = t.syscalls("unshare");
+    assert_eq!(unshares.len(), 1, "{}", t.dump());
+    assert_eq!(
+        unshares[0]["args"]["flags"],
+        serde_json::json!(["CLONE_NEWUTS"])
+    );
+}
+
+#[test]
+fn exit_status_rules() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace(&["sh", "-c", "exit 7"]);
+    assert_eq!(t.code, Some(7));
+    assert_eq!(t.summary()["exit_code"], 7);
+
+    let t = trace(&["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(t.code, Some(128 + 15));
+    let exit = t.of_type("exit");
+    assert_eq!(exit.last().unwrap()["signal"], "SIGTERM");
+    assert_eq!(exit.last().unwrap()["exit_code"], Value::Null);
+
+    let t = trace(&["/nonexistent/nstrace-no-such-command"]);
+    assert_eq!(t.code, Some(127));
+    assert!(t.stderr.contains("command not found"), "{}", t.stderr);
+
+    let t = trace(&["/dev/null"]);
+    assert_eq!(t.code, Some(126));
+    assert!(t.stderr.contains("cannot execute"), "{}", t.stderr);
+}
+
+/// Starts `nstrace -- sleep 30`, waits until sleep runs, sends `sig` to nstrace.
+fn signal_nstrace(sig: i32) -> Trace {
+    let scratch = Scratch::new("sig");
+    let out = scratch.path("t.ndjson");
+    let child = Command::new(NSTRACE)
+        .args(["--format", "ndjson", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("\"exec\"")
+    {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "nstrace did not stop"
+    );
+    finish(output, &out)
+}
+
+#[test]
+fn sigterm_and_sigint_are_forwarded() {
+    if !root_or_skip() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let t = signal_nstrace(sig);
+        assert_eq!(t.code, Some(128 + sig), "{name}: {}", t.dump());
+        let exit = t.of_type("exit");
+        assert_eq!(exit.last().unwrap()["signal"], name, "{}", t.dump());
+        assert_eq!(t.summary()["exit_code"], 128 + sig);
+    }
+}
+
+#[test]
+fn every_line_matches_the_schema() {
+    if !root_or_skip() {
+        return;
+    }
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/ndjson.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let dir = Scratch::new("schema");
+    let d = dir.0.to_string_lossy().into_owned();
+    let script = format!(
+        "unshare -Ur mount -t proc proc /proc; {EXERCISE} new-mount-api {d} >/dev/null; \
+         unshare -m sh -c 'umount /nonexistent'; sh -c 'kill -KILL $$'; exit 3"
+    );
+    let t = trace(&["sh", "-c", &script]);
+    assert_eq!(t.code, Some(3), "{}", t.dump());
+    let mut types = std::collections::BTreeSet::new();
+    for line in &t.lines {
+        let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}\n{errors:?}");
+        types.insert(line["type"].as_str().unwrap().to_string());
+    }
+    for ty in ["syscall", "fork", "exec", "exit", "summary"] {
+        assert!(types.contains(ty), "no {ty} line to check");
+    }
+    // Sequence numbers count up from 1 without gaps, the summary last.
+    for (i, line) in t.lines.iter().enumerate() {
+        assert_eq!(line["seq"].as_u64(), Some(i as u64 + 1), "{line}");
+    }
+    // The schema is strict enough to catch a broken line.
+    let mut bad = t.lines[0].clone();
+    bad.as_object_mut().unwrap().remove("v");
+    assert!(!validator.is_valid(&bad));
+    let mut bad = t.syscalls("mount")[0].clone();
+    bad["ns"].as_object_mut().unwrap().remove("mnt");
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn not_root_is_one_clear_error() {
+    if !root_or_skip() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .args([NSTRACE, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("sudo"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn closed_output_pipe_exits_quietly_and_leaves_no_orphan() {
+    if !root_or_skip() {
+        return;
+    }
+    let marker = format!("nstrace-pipe-marker-{}", std::process::id());
+    let script = format!("while :; do unshare -m true; done; : {marker}");
+    let mut child = Command::new(NSTRACE)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+    } // the reader goes away, like `| head -1`
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(141));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command was ended and reaped, not left running.
+    let survivors: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+        .collect();
+    assert!(survivors.is_empty(), "the traced command is still running");
+}
+
+#[test]
+fn attach_to_a_running_process() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut target = Command::new("sh")
+        .args(["-c", "sleep 0.7; unshare -u true; sleep 0.2"])
+        .spawn()
+        .unwrap();
+    let pid = target.id().to_string();
+    let scratch = Scratch::new("attach");
+    let out = scratch.path("t.ndjson");
+    let output = Command::new(NSTRACE)
+        .args(["--format", "ndjson", "-o"])
+        .arg(&out)
+        .args(["-p", &pid])
+        .output()
+        .unwrap();
+    let _ = target.wait();
+    let t = finish(output, &out);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let u = t.syscalls("unshare");
+    assert_eq!(u.len(), 1, "{}", t.dump());
+    assert_eq!(u[0]["args"]["flags"], serde_json::json!(["CLONE_NEWUTS"]));
+    // The target's own exit ends the trace.
+    assert!(t
+        .of_type("exit")
+        .iter()
+        .any(|e| e["pid"].to_string() == pid));
+}
+
+#[test]
+fn whole_system_mode_sees_the_command() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace_with(&["--all"], &["sh", "-c", "unshare -u true"]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    assert!(
+        t.syscalls("unshare")
+            .iter()
+            .any(|u| u["args"]["flags"] == serde_json::json!(["CLONE_NEWUTS"])),
+        "{}",
+        t.dump()
+    );
+}
+
+#[test]
+fn text_timeline_reads_like_strace() {
+    if !root_or_skip() {
+        return;
+    }
+    let out = Command::new(NSTRACE)
+        .args([
+            "--", "unshare", "-Ur", "mount", "-t", "proc", "proc", "/proc",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "mount(\"proc\", \"/proc\", \"proc\", 0, NULL) = -1 EPERM (Operation not permitted)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("unshare(CLONE_NEWUSER) = 0  [new user "),
+        "{text}"
+    );
+    assert!(
+        text.lines().last().unwrap().starts_with("--- nstrace: "),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colour when not on a terminal");
+}

@@ -579,7 +579,8 @@ fn attach_to_a_running_process() {
         .args(["-c", "sleep 0.7; unshare -u true; sleep 0.2"])
         .spawn()
         .unwrap();
-    let pid = target.id().to_string();
+    let pid_num = target.id();
+    let pid = pid_num.to_string();
     let scratch = Scratch::new("attach");
     let out = scratch.path("t.ndjson");
     let output = Command::new(NSTRACE)
@@ -595,10 +596,7 @@ fn attach_to_a_running_process() {
     assert_eq!(u.len(), 1, "{}", t.dump());
     assert_eq!(u[0]["args"]["flags"], serde_json::json!(["CLONE_NEWUTS"]));
     // The target's own exit ends the trace.
-    assert!(t
-        .of_type("exit")
-        .iter()
-        .any(|e| e["pid"].to_string() == pid));
+    assert!(t.of_type("exit").iter().any(|e| e["pid"] == pid_num));
 }
 
 #[test]

@@ -351,3 +351,40 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ArgSpec {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_bitmap() {
+        let mut cfg = Config {
+            trace_all: 0,
+            launcher_pid: 0,
+            syscalls: [0; (MAX_SYSCALL_NR / 64) as usize],
+            offsets: Offsets::UNRESOLVED,
+        };
+        for nr in [0u32, 63, 64, 165, 511] {
+            cfg.syscalls[(nr / 64) as usize] |= 1 << (nr % 64);
+        }
+        for nr in [0u64, 63, 64, 165, 511] {
+            assert!(cfg.traces_syscall(nr), "{nr}");
+        }
+        for nr in [1u64, 62, 65, 166, 510, 512, u64::MAX] {
+            assert!(!cfg.traces_syscall(nr), "{nr}");
+        }
+    }
+
+    #[test]
+    fn record_kinds_round_trip() {
+        for kind in [
+            RecordKind::Syscall,
+            RecordKind::Fork,
+            RecordKind::Exec,
+            RecordKind::Exit,
+        ] {
+            assert_eq!(RecordKind::from_raw(kind as u32), Some(kind));
+        }
+        assert_eq!(RecordKind::from_raw(0), None);
+    }
+}

@@ -154,11 +154,42 @@ fn test(extra: &[String]) -> Result<()> {
         bail!("CI=true but not root: the BPF tests cannot run, and they must not be skipped");
     }
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--all-targets"]);
+    cmd.args(["test", "--release", "--lib", "--tests"]);
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }
-    run(&mut cmd)
+    // Pass the output through and add up the harnesses' results, so that the
+    // run ends on one total.
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |what: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(what))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
 }
 
 fn lint() -> Result<()> {

@@ -430,10 +430,11 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     };
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
-    let _ = PENDING.remove(tid);
     if !is_tracked(cfg, pid) {
         return 0;
     }
+    // A thread killed inside a traced call never reaches sys_exit.
+    let _ = PENDING.remove(tid);
     let task = current_task();
     let signal: u64 = kread(task, o.task_signal).unwrap_or(0);
     let live: i32 = kread(signal, o.signal_live).unwrap_or(0);

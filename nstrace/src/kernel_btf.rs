@@ -48,6 +48,24 @@ const SYSCALL_ARG_REGS: [Reg; 6] = [
 #[cfg(target_arch = "aarch64")]
 const SYSCALL_NR_REG: &str = "syscallno";
 
+/// The `pt_regs` offsets of the syscall arguments and number, from the
+/// architecture's user ABI, for when BTF cannot say.
+#[cfg(target_arch = "x86_64")]
+pub fn abi_syscall_regs() -> ([u32; 6], u32) {
+    // arch/x86/include/uapi/asm/ptrace.h: di 112, si 104, dx 96, r10 56,
+    // r8 72, r9 64, orig_ax 120.
+    ([112, 104, 96, 56, 72, 64], 120)
+}
+
+/// The `pt_regs` offsets of the syscall arguments and number, from the
+/// architecture's user ABI, for when BTF cannot say.
+#[cfg(target_arch = "aarch64")]
+pub fn abi_syscall_regs() -> ([u32; 6], u32) {
+    // struct pt_regs starts with user_pt_regs (regs[31], sp, pc, pstate),
+    // then orig_x0 (272) and syscallno (280).
+    ([0, 8, 16, 24, 32, 40], 280)
+}
+
 /// Failure to use the kernel's BTF.
 #[derive(Debug, Error)]
 pub enum BtfError {
@@ -192,20 +210,25 @@ impl KernelBtf {
         o.mm_arg_start = get("mm_struct", "arg_start");
         o.mm_arg_end = get("mm_struct", "arg_end");
         o.binprm_filename = get("linux_binprm", "filename");
+        let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
-            o.regs_arg[i] = match reg {
-                Reg::Named(name) => get("pt_regs", name),
-                Reg::Indexed(array, index) => {
-                    let base = get("pt_regs", array);
-                    if base == NO_OFFSET {
-                        NO_OFFSET
-                    } else {
-                        base + 8 * index
-                    }
-                }
+            let off = match reg {
+                Reg::Named(name) => self.offset_of("pt_regs", name),
+                Reg::Indexed(array, index) => self
+                    .offset_of("pt_regs", array)
+                    .map(|base| base + 8 * index),
             };
+            regs_ok &= off.is_some();
+            o.regs_arg[i] = off.unwrap_or(NO_OFFSET);
         }
-        o.regs_nr = get("pt_regs", SYSCALL_NR_REG);
+        let nr = self.offset_of("pt_regs", SYSCALL_NR_REG);
+        regs_ok &= nr.is_some();
+        o.regs_nr = nr.unwrap_or(NO_OFFSET);
+        if !regs_ok {
+            // pt_regs is user ABI (the ptrace register layout): its offsets
+            // do not depend on the kernel build.
+            (o.regs_arg, o.regs_nr) = abi_syscall_regs();
+        }
         // (slot, nsproxy field, namespace struct)
         let table: [(usize, Option<&str>, &str); ns::COUNT] = [
             (ns::USER, None, "user_namespace"),
@@ -270,6 +293,12 @@ mod tests {
         assert_eq!(end, start + 8);
         assert_eq!(k.offset_of("task_struct", "no_such_field"), None);
         assert_eq!(k.offset_of("no_such_struct", "x"), None);
+    }
+
+    #[test]
+    fn pt_regs_from_btf_match_the_user_abi() {
+        let (o, _) = kernel().offsets();
+        assert_eq!((o.regs_arg, o.regs_nr), abi_syscall_regs());
     }
 
     #[test]

@@ -152,8 +152,12 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             offsets
         }
         Err(e) if trace_all => {
-            eprintln!("nstrace: {e}; namespace ids and parents are reported as 0");
-            nstrace_common::Offsets::UNRESOLVED
+            eprintln!(
+                "nstrace: {e}; namespace ids and parents are reported as 0, new processes as exec only"
+            );
+            let mut offsets = nstrace_common::Offsets::UNRESOLVED;
+            (offsets.regs_arg, offsets.regs_nr) = crate::kernel_btf::abi_syscall_regs();
+            offsets
         }
         Err(e) => return Err(TraceError::NoBtf(e)),
     };

@@ -10,7 +10,9 @@
 //! Usage:
 //! - `nstrace-exercise new-mount-api DIR` (needs root; works in a mount
 //!   namespace of its own, so nothing outside changes);
-//! - `nstrace-exercise mount SOURCE TARGET FSTYPE`: one mount(2).
+//! - `nstrace-exercise mount SOURCE TARGET FSTYPE`: one mount(2);
+//! - `nstrace-exercise storm N`: N failing umount2(2) calls as fast as
+//!   possible (to overrun a small ring buffer); prints `storm N FAILED`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -226,13 +228,32 @@ fn one_mount(source: &str, target: &str, fstype: &str) -> i32 {
     i32::from(report("mount", ret as i64) < 0)
 }
 
+fn storm(n: u64) -> i32 {
+    let path = cstr("/nonexistent/nstrace-storm");
+    let mut failed = 0u64;
+    for _ in 0..n {
+        // SAFETY: valid NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } < 0 {
+            failed += 1;
+        }
+    }
+    println!("storm {n} {failed}");
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("new-mount-api") if args.len() == 3 => new_mount_api(&args[2]),
         Some("mount") if args.len() == 5 => one_mount(&args[2], &args[3], &args[4]),
+        Some("storm") if args.len() == 3 => match args[2].parse() {
+            Ok(n) => storm(n),
+            Err(_) => 2,
+        },
         _ => {
-            eprintln!("usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE");
+            eprintln!(
+                "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N"
+            );
             2
         }
     };

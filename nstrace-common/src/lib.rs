@@ -72,6 +72,10 @@ pub enum RecordKind {
     Exec = 3,
     /// A process (thread group) ended: [`ExitRecord`].
     Exit = 4,
+    /// A capability check inside a traced call: [`CapRecord`].
+    Cap = 5,
+    /// A kernel log line printed inside a traced call: [`KlogRecord`].
+    Klog = 6,
 }
 
 impl RecordKind {
@@ -82,6 +86,8 @@ impl RecordKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Exec),
             4 => Some(Self::Exit),
+            5 => Some(Self::Cap),
+            6 => Some(Self::Klog),
             _ => None,
         }
     }
@@ -104,6 +110,83 @@ pub struct Header {
     pub tid: u32,
     /// The task's `comm` at the time.
     pub comm: [u8; COMM_LEN],
+}
+
+/// A user namespace as a capability check or a task sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserNsInfo {
+    /// Inode number (0 if unreadable).
+    pub inum: u32,
+    /// Nesting level (0 = the initial user namespace).
+    pub level: u32,
+    /// Global uid of its creator.
+    pub owner: u32,
+    /// Inode number of its parent (0 for the initial one).
+    pub parent: u32,
+}
+
+/// What explanations need to know about the caller, read at entry (or at
+/// exit when the entry was not seen).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// The caller's user namespace.
+    pub user_ns: UserNsInfo,
+    /// Effective uid (global).
+    pub euid: u32,
+    /// Threads in the caller's thread group.
+    pub nr_threads: u32,
+    /// `task->seccomp.mode` (0 off, 1 strict, 2 filter).
+    pub seccomp_mode: u32,
+    /// Level of the caller's active pid namespace (0 = initial).
+    pub pidns_level: u32,
+    /// User namespace owning the caller's mount namespace.
+    pub mntns_owner: u32,
+    /// User namespace owning the caller's active pid namespace.
+    pub pidns_owner: u32,
+    /// User namespace owning the caller's network namespace.
+    pub netns_owner: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+/// A capability check (`cap_capable`) made while a tracked task was inside a
+/// traced call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CapRecord {
+    /// Header of the checked task.
+    pub header: Header,
+    /// Capability number (21 = CAP_SYS_ADMIN).
+    pub cap: i32,
+    /// 0 if granted, else a negative errno.
+    pub ret: i32,
+    /// The user namespace the capability was needed in.
+    pub target: UserNsInfo,
+    /// The user namespace of the checked credentials.
+    pub cred_ns: UserNsInfo,
+    /// Effective uid of the checked credentials.
+    pub euid: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+}
+
+/// Bytes kept of a kernel log line.
+pub const KLOG_LEN: usize = 256;
+
+/// A kernel log line (`printk`) printed by a tracked task inside a traced call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KlogRecord {
+    /// Header of the printing task.
+    pub header: Header,
+    /// Bytes of `text` read including the NUL, or a negative errno.
+    pub len: i32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// The line.
+    pub text: [u8; KLOG_LEN],
 }
 
 /// [`SyscallRecord::flags`]: the exit was seen without a recorded entry (a
@@ -133,6 +216,8 @@ pub struct SyscallRecord {
     pub ns_before: NsIds,
     /// Namespaces at exit.
     pub ns_after: NsIds,
+    /// The caller's state at entry.
+    pub state: TaskState,
     /// For each string slot: bytes read including the NUL (> 0), a negative
     /// errno if the read failed (a NULL pointer gives -EFAULT), 0 if unused.
     pub str_len: [i32; STR_SLOTS],
@@ -254,6 +339,26 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
     pub mm_arg_end: u32,
+    /// `signal_struct.nr_threads`.
+    pub signal_nr_threads: u32,
+    /// `task_struct.seccomp.mode`.
+    pub task_seccomp_mode: u32,
+    /// `cred.euid`.
+    pub cred_euid: u32,
+    /// `user_namespace.level`.
+    pub userns_level: u32,
+    /// `user_namespace.owner`.
+    pub userns_owner: u32,
+    /// `user_namespace.parent`.
+    pub userns_parent: u32,
+    /// `mnt_namespace.user_ns`.
+    pub mntns_user_ns: u32,
+    /// `pid_namespace.user_ns`.
+    pub pidns_user_ns: u32,
+    /// `pid_namespace.level`.
+    pub pidns_level: u32,
+    /// `net.user_ns`.
+    pub netns_user_ns: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
     /// r10, r8, r9; arm64: regs[0..6]).
     pub regs_arg: [u32; 6],
@@ -288,6 +393,16 @@ impl Offsets {
         upid_ns: NO_OFFSET,
         mm_arg_start: NO_OFFSET,
         mm_arg_end: NO_OFFSET,
+        signal_nr_threads: NO_OFFSET,
+        task_seccomp_mode: NO_OFFSET,
+        cred_euid: NO_OFFSET,
+        userns_level: NO_OFFSET,
+        userns_owner: NO_OFFSET,
+        userns_parent: NO_OFFSET,
+        mntns_user_ns: NO_OFFSET,
+        pidns_user_ns: NO_OFFSET,
+        pidns_level: NO_OFFSET,
+        netns_user_ns: NO_OFFSET,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,
         binprm_filename: NO_OFFSET,
@@ -340,6 +455,10 @@ pub mod names {
     pub const PROG_FORK: &str = "sched_process_fork";
     /// `sched_process_exec` raw tracepoint program.
     pub const PROG_EXEC: &str = "sched_process_exec";
+    /// `cap_capable` raw tracepoint program (optional: not every kernel has it).
+    pub const PROG_CAP: &str = "cap_capable";
+    /// `console` (printk) raw tracepoint program.
+    pub const PROG_KLOG: &str = "console";
     /// `sched_process_exit` raw tracepoint program.
     pub const PROG_EXIT: &str = "sched_process_exit";
 }
@@ -382,6 +501,8 @@ mod tests {
             RecordKind::Fork,
             RecordKind::Exec,
             RecordKind::Exit,
+            RecordKind::Cap,
+            RecordKind::Klog,
         ] {
             assert_eq!(RecordKind::from_raw(kind as u32), Some(kind));
         }

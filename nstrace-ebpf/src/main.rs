@@ -17,9 +17,9 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use nstrace_common::{
-    ns, ArgSpec, Config, ExecRecord, ExitRecord, ForkRecord, Header, NsIds, RecordKind,
-    SyscallRecord, ARGV_LEN, BLOB_LEN, MAX_SYSCALL_NR, NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS,
-    SYSCALL_NO_ENTRY,
+    ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord, NsIds,
+    RecordKind, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN, BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR,
+    NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -94,6 +94,65 @@ fn is_tracked(cfg: &Config, pid: u32) -> bool {
     cfg.trace_all != 0 || unsafe { TRACKED.get(pid) }.is_some()
 }
 
+/// The task's own (active) pid namespace: thread_pid->numbers[thread_pid->level].ns.
+#[inline(always)]
+fn active_pid_ns(cfg: &Config, task: u64) -> u64 {
+    let o = &cfg.offsets;
+    let pid: u64 = kread(task, o.task_thread_pid).unwrap_or(0);
+    if pid == 0 || o.upid_size == NO_OFFSET || o.pid_numbers == NO_OFFSET {
+        return 0;
+    }
+    let level: u32 = kread(pid, o.pid_level).unwrap_or(0);
+    let upid = pid + o.pid_numbers as u64 + (level as u64 & 0x3f) * o.upid_size as u64;
+    kread(upid, o.upid_ns).unwrap_or(0)
+}
+
+/// Inode, level, owner and parent of the user namespace at `ns`.
+#[inline(always)]
+fn read_userns(cfg: &Config, ns: u64) -> UserNsInfo {
+    let o = &cfg.offsets;
+    let parent: u64 = kread(ns, o.userns_parent).unwrap_or(0);
+    UserNsInfo {
+        inum: kread(ns, o.ns_inum[ns::USER]).unwrap_or(0),
+        level: kread(ns, o.userns_level).unwrap_or(0),
+        owner: kread(ns, o.userns_owner).unwrap_or(0),
+        parent: kread(parent, o.ns_inum[ns::USER]).unwrap_or(0),
+    }
+}
+
+/// Inode of the user namespace that owns the namespace at `ns` (whose
+/// `user_ns` field is at `field`).
+#[inline(always)]
+fn owner_inum(cfg: &Config, ns: u64, field: u32) -> u32 {
+    let owner: u64 = kread(ns, field).unwrap_or(0);
+    kread(owner, cfg.offsets.ns_inum[ns::USER]).unwrap_or(0)
+}
+
+/// Fills `out` with what explanations need to know about `task`.
+#[inline(always)]
+fn read_state(cfg: &Config, task: u64, out: *mut TaskState) {
+    let o = &cfg.offsets;
+    let cred: u64 = kread(task, o.task_real_cred).unwrap_or(0);
+    let user_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
+    let signal: u64 = kread(task, o.task_signal).unwrap_or(0);
+    let nsproxy: u64 = kread(task, o.task_nsproxy).unwrap_or(0);
+    let mnt_ns: u64 = kread(nsproxy, o.nsproxy_field[ns::MNT]).unwrap_or(0);
+    let net_ns: u64 = kread(nsproxy, o.nsproxy_field[ns::NET]).unwrap_or(0);
+    let pid_ns = active_pid_ns(cfg, task);
+    // SAFETY: `out` points into a map value or scratch slot.
+    unsafe {
+        addr_of_mut!((*out).user_ns).write(read_userns(cfg, user_ns));
+        addr_of_mut!((*out).euid).write(kread(cred, o.cred_euid).unwrap_or(0));
+        addr_of_mut!((*out).nr_threads).write(kread(signal, o.signal_nr_threads).unwrap_or(0));
+        addr_of_mut!((*out).seccomp_mode).write(kread(task, o.task_seccomp_mode).unwrap_or(0));
+        addr_of_mut!((*out).pidns_level).write(kread(pid_ns, o.pidns_level).unwrap_or(0));
+        addr_of_mut!((*out).mntns_owner).write(owner_inum(cfg, mnt_ns, o.mntns_user_ns));
+        addr_of_mut!((*out).pidns_owner).write(owner_inum(cfg, pid_ns, o.pidns_user_ns));
+        addr_of_mut!((*out).netns_owner).write(owner_inum(cfg, net_ns, o.netns_user_ns));
+        addr_of_mut!((*out)._pad).write(0);
+    }
+}
+
 /// Fills `out` with the namespace inode numbers of `task`.
 #[inline(always)]
 fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) {
@@ -111,14 +170,7 @@ fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) {
     let cred: u64 = kread(task, o.task_real_cred).unwrap_or(0);
     let user_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
     ids.inum[ns::USER] = kread(user_ns, o.ns_inum[ns::USER]).unwrap_or(0);
-    // The task's own pid namespace: thread_pid->numbers[thread_pid->level].ns.
-    let pid: u64 = kread(task, o.task_thread_pid).unwrap_or(0);
-    if pid != 0 && o.upid_size != NO_OFFSET && o.pid_numbers != NO_OFFSET {
-        let level: u32 = kread(pid, o.pid_level).unwrap_or(0);
-        let upid = pid + o.pid_numbers as u64 + (level as u64 & 0x3f) * o.upid_size as u64;
-        let pid_ns: u64 = kread(upid, o.upid_ns).unwrap_or(0);
-        ids.inum[ns::PID] = kread(pid_ns, o.ns_inum[ns::PID]).unwrap_or(0);
-    }
+    ids.inum[ns::PID] = kread(active_pid_ns(cfg, task), o.ns_inum[ns::PID]).unwrap_or(0);
     // SAFETY: `out` points into a ring-buffer reservation or map value.
     unsafe { out.write(ids) };
 }
@@ -216,7 +268,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             i += 1;
         }
         addr_of_mut!((*rec).args).write(args);
-        read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
+        let task = current_task();
+        read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
+        read_state(cfg, task, addr_of_mut!((*rec).state));
         let mut s = 0;
         while s < STR_SLOTS {
             let len = match pick(&args, spec.str_args[s]) {
@@ -304,7 +358,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 addr_of_mut!((*rec).args).write([0; 6]);
                 addr_of_mut!((*rec).str_len).write([0; STR_SLOTS]);
                 addr_of_mut!((*rec).blob_len).write(0);
-                read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
+                let task = current_task();
+                read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
+                read_state(cfg, task, addr_of_mut!((*rec).state));
             }
             rec
         }
@@ -457,6 +513,84 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
         let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
         addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
         addr_of_mut!((*rec).exit_code).write(kread(task, o.task_exit_code).unwrap_or(0));
+    }
+    entry.submit(0);
+    0
+}
+
+/// `cap_capable(const struct cred *cred, struct user_namespace *target_ns,
+/// const struct user_namespace *capable_ns, int cap, int ret)`: every
+/// capability decision. Only those made inside a traced call are kept.
+#[raw_tracepoint(tracepoint = "cap_capable")]
+pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let (pid, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { PENDING.get(tid) }.is_none() {
+        return 0;
+    }
+    let cred: u64 = ctx.arg(0);
+    let target: u64 = ctx.arg(1);
+    let cap: u64 = ctx.arg(3);
+    let ret: u64 = ctx.arg(4);
+    let Some(mut entry) = EVENTS.reserve::<CapRecord>(0) else {
+        count_lost(0);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    let o = &cfg.offsets;
+    let cred_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
+    // SAFETY: `rec` is the reservation.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
+        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        addr_of_mut!((*rec).cap).write(cap as i32);
+        addr_of_mut!((*rec).ret).write(ret as i32);
+        addr_of_mut!((*rec).target).write(read_userns(cfg, target));
+        addr_of_mut!((*rec).cred_ns).write(read_userns(cfg, cred_ns));
+        addr_of_mut!((*rec).euid).write(kread(cred, o.cred_euid).unwrap_or(0));
+        addr_of_mut!((*rec)._pad).write(0);
+    }
+    entry.submit(0);
+    0
+}
+
+/// `console(const char *text, size_t len)`: a kernel log line, in the
+/// context of the task that printed it. Only lines printed inside a traced
+/// call are kept ("VFS: Mount too revealing").
+#[raw_tracepoint(tracepoint = "console")]
+pub fn console(ctx: RawTracePointContext) -> i32 {
+    let (pid, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { PENDING.get(tid) }.is_none() {
+        return 0;
+    }
+    let text: u64 = ctx.arg(0);
+    let len: u64 = ctx.arg(1);
+    let Some(mut entry) = EVENTS.reserve::<KlogRecord>(0) else {
+        count_lost(0);
+        return 0;
+    };
+    let rec = entry.as_mut_ptr();
+    let n = if len > (KLOG_LEN - 1) as u64 {
+        (KLOG_LEN - 1) as u32
+    } else {
+        len as u32
+    };
+    let n = n & (KLOG_LEN as u32 - 1);
+    // SAFETY: `rec` is the reservation.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Klog, pid, tid);
+        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        let r = if n == 0 {
+            0
+        } else {
+            bpf_probe_read_kernel(addr_of_mut!((*rec).text).cast(), n, text as *const _)
+        };
+        addr_of_mut!((*rec).len).write(if r < 0 { r as i32 } else { n as i32 });
+        addr_of_mut!((*rec)._pad).write(0);
     }
     entry.submit(0);
     0

@@ -4,8 +4,8 @@
 use std::mem::size_of;
 
 use nstrace_common::{
-    ExecRecord, ExitRecord, ForkRecord, Header, RecordKind, SyscallRecord, ARGV_LEN, BLOB_LEN,
-    COMM_LEN, PATH_LEN, STR_LEN, SYSCALL_NO_ENTRY,
+    CapRecord, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord, RecordKind, SyscallRecord,
+    ARGV_LEN, BLOB_LEN, COMM_LEN, KLOG_LEN, PATH_LEN, STR_LEN, SYSCALL_NO_ENTRY,
 };
 use thiserror::Error;
 
@@ -116,6 +116,25 @@ impl Decoder {
                     },
                 )
             }
+            RecordKind::Cap => {
+                let rec: CapRecord = read_record(bytes, raw_kind)?;
+                self.event(
+                    &rec.header,
+                    EventKind::Cap {
+                        cap: rec.cap,
+                        allowed: rec.ret == 0,
+                        target: rec.target,
+                        cred_ns: rec.cred_ns,
+                        euid: rec.euid,
+                    },
+                )
+            }
+            RecordKind::Klog => {
+                let rec: KlogRecord = read_record(bytes, raw_kind)?;
+                let n = usize::try_from(rec.len).unwrap_or(0).min(KLOG_LEN);
+                let text = c_string(&rec.text[..n]).trim_end().to_string();
+                self.event(&rec.header, EventKind::Klog { text })
+            }
             RecordKind::Exit => {
                 let rec: ExitRecord = read_record(bytes, raw_kind)?;
                 self.event(
@@ -217,6 +236,7 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
         duration_ns: rec.exit_ts_ns.saturating_sub(rec.header.ts_ns),
         no_entry,
         ret_kind: def.map_or(RetKind::Status, |d| d.ret),
+        state: rec.state,
     }
 }
 
@@ -385,6 +405,7 @@ mod tests {
             args: [0x1000, 0x2000, 0x3000, 0xc0ed_0000 | 2 | 4 | 8, 0, 0],
             ns_before: NsIds::default(),
             ns_after: NsIds { inum: [7; 10] },
+            state: nstrace_common::TaskState::default(),
             str_len: [0; STR_SLOTS],
             blob_len: 0,
             _pad: 0,

@@ -1,4 +1,5 @@
-//! Names for the numbers the kernel hands back: errno values and signals.
+//! Names for the numbers the kernel hands back: errno values, signals and
+//! capabilities.
 //!
 //! Generated once from Python's `errno` module and `strerror` on Linux; the
 //! values are the kernel's generic (x86_64 and arm64) ones.
@@ -216,6 +217,58 @@ pub fn signal_name(sig: i32) -> String {
     }
 }
 
+const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The name of a capability number (`CAP_SYS_ADMIN`), `CAP_N` if unknown.
+pub fn capability_name(cap: i32) -> String {
+    usize::try_from(cap)
+        .ok()
+        .and_then(|i| CAPABILITIES.get(i))
+        .map_or_else(|| format!("CAP_{cap}"), |n| (*n).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +281,14 @@ mod tests {
         assert_eq!(errno_message(1), Some("Operation not permitted"));
         assert_eq!(errno_name(0), None);
         assert_eq!(errno_name(4095), None);
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(capability_name(21), "CAP_SYS_ADMIN");
+        assert_eq!(capability_name(0), "CAP_CHOWN");
+        assert_eq!(capability_name(40), "CAP_CHECKPOINT_RESTORE");
+        assert_eq!(capability_name(99), "CAP_99");
     }
 
     #[test]

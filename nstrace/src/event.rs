@@ -1,7 +1,7 @@
 //! Decoded events: what the rest of nstrace works with. Built from kernel
 //! records by [`crate::decode`], consumed by the model and the outputs.
 
-use nstrace_common::{ns, NsIds};
+use nstrace_common::{ns, NsIds, TaskState, UserNsInfo};
 
 /// Names of the namespace slots, in [`NsIds`] order, as used in output.
 pub const NS_NAMES: [&str; ns::COUNT] = [
@@ -71,6 +71,24 @@ pub enum EventKind {
         /// Records dropped.
         count: u64,
     },
+    /// A capability check the kernel made inside a traced call of `tid`.
+    Cap {
+        /// Capability number.
+        cap: i32,
+        /// Whether it was granted.
+        allowed: bool,
+        /// The user namespace the capability was needed in.
+        target: UserNsInfo,
+        /// The user namespace of the checked credentials.
+        cred_ns: UserNsInfo,
+        /// Effective uid of the checked credentials.
+        euid: u32,
+    },
+    /// A kernel log line printed inside a traced call of `tid`.
+    Klog {
+        /// The line, without its trailing newline.
+        text: String,
+    },
 }
 
 /// How a process ended, from its wait status.
@@ -131,6 +149,8 @@ pub struct Syscall {
     pub no_entry: bool,
     /// Whether `ret` is a new fd, a child pid or a status.
     pub ret_kind: crate::syscalls::RetKind,
+    /// The caller's state at entry (at exit if the entry was not seen).
+    pub state: TaskState,
 }
 
 impl Syscall {
@@ -263,6 +283,7 @@ mod tests {
             duration_ns: 0,
             no_entry: false,
             ret_kind: crate::syscalls::RetKind::Status,
+            state: TaskState::default(),
         };
         assert_eq!(sc.errno(), Some(1));
         assert_eq!(sc.user_ret(), -1);

@@ -210,6 +210,16 @@ impl KernelBtf {
         o.mm_arg_start = get("mm_struct", "arg_start");
         o.mm_arg_end = get("mm_struct", "arg_end");
         o.binprm_filename = get("linux_binprm", "filename");
+        o.signal_nr_threads = get("signal_struct", "nr_threads");
+        o.task_seccomp_mode = get("task_struct", "seccomp.mode");
+        o.cred_euid = get("cred", "euid");
+        o.userns_level = get("user_namespace", "level");
+        o.userns_owner = get("user_namespace", "owner");
+        o.userns_parent = get("user_namespace", "parent");
+        o.mntns_user_ns = get("mnt_namespace", "user_ns");
+        o.pidns_user_ns = get("pid_namespace", "user_ns");
+        o.pidns_level = get("pid_namespace", "level");
+        o.netns_user_ns = get("net", "user_ns");
         let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
             let off = match reg {

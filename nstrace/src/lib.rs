@@ -2,13 +2,15 @@
 //! everything it starts, with eBPF.
 //!
 //! Data flows one way: kernel record ([`probes`]) -> decoded event
-//! ([`decode`], [`event`]) -> model ([`model`]) -> output ([`output`]).
+//! ([`decode`], [`event`]) -> model ([`model`]) -> explanation ([`explain`])
+//! -> output ([`output`]).
 //! [`trace`] runs a session; [`scope`] decides and launches what is traced.
 
 pub mod cli;
 pub mod decode;
 pub mod errnos;
 pub mod event;
+pub mod explain;
 pub mod flags;
 pub mod kernel_btf;
 pub mod model;

@@ -34,6 +34,22 @@ pub struct NsChange {
     pub first_seen: bool,
 }
 
+/// Where this trace first saw a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsOrigin {
+    /// The event.
+    pub seq: u64,
+    /// The process.
+    pub pid: u32,
+    /// What happened: `unshare`, `setns`, `clone`, `clone3`, `fork`, `exec`.
+    pub how: String,
+    /// True if that event created the namespace (rather than entering one
+    /// made before the trace).
+    pub created: bool,
+    /// The namespace of the same type the process was in before (0 if unknown).
+    pub from: u32,
+}
+
 /// An event with what the model derived from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Annotated {
@@ -41,6 +57,8 @@ pub struct Annotated {
     pub event: Event,
     /// Namespaces the process moved into with this event.
     pub ns_changes: Vec<NsChange>,
+    /// Why the call failed, for failed syscalls.
+    pub explanation: Option<crate::explain::Explanation>,
 }
 
 /// Counts for the summary.
@@ -63,6 +81,7 @@ pub struct Counts {
 pub struct Model {
     processes: HashMap<u32, Process>,
     seen_ns: HashSet<(usize, u32)>,
+    origins: HashMap<(&'static str, u32), NsOrigin>,
     seen_pids: HashSet<u32>,
     /// Running totals.
     pub counts: Counts,
@@ -79,6 +98,26 @@ impl Model {
         self.processes.get(&pid)
     }
 
+    /// Where this trace first saw namespace `inum` of type `kind` (`"user"`).
+    pub fn origin(&self, kind: &str, inum: u32) -> Option<&NsOrigin> {
+        NS_NAMES
+            .iter()
+            .find(|n| **n == kind)
+            .and_then(|k| self.origins.get(&(*k, inum)))
+    }
+
+    fn record_origins(&mut self, event: &Event, how: &str, created: bool, changes: &[NsChange]) {
+        for c in changes.iter().filter(|c| c.first_seen) {
+            self.origins.entry((c.kind, c.to)).or_insert(NsOrigin {
+                seq: event.seq,
+                pid: event.pid,
+                how: how.to_string(),
+                created,
+                from: c.from,
+            });
+        }
+    }
+
     /// Applies one event and returns it with its annotations.
     pub fn apply(&mut self, event: Event) -> Annotated {
         let mut ns_changes = Vec::new();
@@ -87,6 +126,7 @@ impl Model {
         }
         match &event.kind {
             EventKind::Lost { count } => self.counts.lost += count,
+            EventKind::Cap { .. } | EventKind::Klog { .. } => self.counts.events += 1,
             EventKind::Syscall(sc) => {
                 self.counts.events += 1;
                 self.counts.syscalls += 1;
@@ -99,6 +139,9 @@ impl Model {
                 if let Some(before) = before {
                     ns_changes = self.diff(&before, &sc.ns);
                 }
+                let created = crate::syscalls::by_nr(sc.nr)
+                    .is_some_and(|d| d.ns_effect == crate::syscalls::NsEffect::Creates);
+                self.record_origins(&event, &sc.name, created, &ns_changes);
                 self.remember_all(&sc.ns);
                 self.processes.entry(event.pid).or_default().ns = Some(sc.ns);
             }
@@ -108,6 +151,9 @@ impl Model {
                 if let Some(parent_ns) = parent.as_ref().and_then(|p| p.ns) {
                     ns_changes = self.diff(&parent_ns, ns);
                 }
+                // A child born into namespaces its parent was not in: the
+                // clone that made it created them.
+                self.record_origins(&event, "clone", true, &ns_changes);
                 self.remember_all(ns);
                 self.processes.insert(
                     event.pid,
@@ -135,7 +181,11 @@ impl Model {
                 self.processes.remove(&event.pid);
             }
         }
-        Annotated { event, ns_changes }
+        Annotated {
+            event,
+            ns_changes,
+            explanation: None,
+        }
     }
 
     fn remember_all(&mut self, ids: &NsIds) {
@@ -200,6 +250,7 @@ mod tests {
             duration_ns: 1,
             no_entry: false,
             ret_kind: RetKind::Status,
+            state: nstrace_common::TaskState::default(),
         })
     }
 
@@ -248,6 +299,14 @@ mod tests {
         let a = m.apply(ev(4, 11, unshare(after, ids(100))));
         assert!(a.ns_changes.iter().all(|c| !c.first_seen));
         assert_eq!(a.ns_changes.len(), 2);
+        // The unshare is remembered as the creator of the new user namespace.
+        let origin = m.origin("user", 200).unwrap();
+        assert_eq!(
+            (origin.seq, origin.pid, origin.created, origin.from),
+            (2, 10, true, 100)
+        );
+        assert_eq!(origin.how, "unshare");
+        assert!(m.origin("user", 999).is_none());
     }
 
     #[test]

@@ -71,6 +71,13 @@ const HOOKS: [(&str, &str); 5] = [
     (names::PROG_SYS_EXIT, "sys_exit"),
 ];
 
+/// Hooks that explanations use but the trace works without: a kernel that
+/// lacks one gets a note.
+const OPTIONAL_HOOKS: [(&str, &str); 2] = [
+    (names::PROG_CAP, "cap_capable"),
+    (names::PROG_KLOG, "console"),
+];
+
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
@@ -130,7 +137,30 @@ impl Probes {
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
             self.links.push((prog, id));
         }
+        for (prog, tp) in OPTIONAL_HOOKS {
+            let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
+            let attached = p
+                .load()
+                .and_then(|()| p.attach(tp))
+                .map_err(|e| e.to_string());
+            match attached {
+                Ok(id) => self.links.push((prog, id)),
+                Err(e) => self.notes.push(format!(
+                    "no {tp} hook on this kernel ({}): explanations that need it will say unknown",
+                    e.lines().next().unwrap_or_default()
+                )),
+            }
+        }
         Ok(())
+    }
+
+    /// Which decision hooks are attached.
+    pub fn hooks(&self) -> crate::explain::Hooks {
+        let has = |name: &str| self.links.iter().any(|(p, _)| *p == name);
+        crate::explain::Hooks {
+            cap: has(names::PROG_CAP),
+            klog: has(names::PROG_KLOG),
+        }
     }
 
     /// Takes the ring buffer to read records from (once).
@@ -157,9 +187,21 @@ impl Probes {
             .map_err(|e| map_err(names::TRACKED, e))
     }
 
-    /// How many processes are tracked and alive (the kernel forgets a process when it exits).
+    /// How many tracked processes are alive. The kernel forgets a process
+    /// when it exits; a pid registered from userspace after its process
+    /// already ended (`-p` racing with the exit) is pruned here.
     pub fn tracked_count(&mut self) -> Result<usize, ProbeError> {
-        Ok(self.tracked()?.keys().filter(|k| k.is_ok()).count())
+        let mut tracked = self.tracked()?;
+        let pids: Vec<u32> = tracked.keys().filter_map(Result::ok).collect();
+        let mut alive = 0;
+        for pid in pids {
+            if process_alive(pid) {
+                alive += 1;
+            } else {
+                let _ = tracked.remove(&pid);
+            }
+        }
+        Ok(alive)
     }
 
     /// Records dropped in the kernel and not yet reported in a later record.
@@ -183,6 +225,18 @@ impl Probes {
                 let _ = p.detach(id);
             }
         }
+    }
+}
+
+/// Whether `pid` exists and has not exited (zombies have).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::cli::Format;
 use crate::decode::Decoder;
 use crate::event::Event;
+use crate::explain::Explainer;
 use crate::kernel_btf::{BtfError, KernelBtf, VMLINUX_BTF};
 use crate::model::Model;
 use crate::output::{ndjson::NdjsonSink, text::TextSink, Sink, Summary};
@@ -214,8 +215,10 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     }
     if let Some(pid) = attach_pid {
         probes.track(pid)?;
+        eprintln!("nstrace: attached to process {pid}");
     }
     let ring = probes.take_events()?;
+    let hooks = probes.hooks();
     let launched = match opts.scope.command() {
         Some(argv) => Some(Launched::spawn(argv)?),
         None => None,
@@ -231,6 +234,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         pipeline: Pipeline {
             decoder: Decoder::new(),
             model: Model::new(),
+            explainer: Explainer::new(hooks),
             sink,
             batch: Vec::new(),
             broken: false,
@@ -245,6 +249,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
 struct Pipeline {
     decoder: Decoder,
     model: Model,
+    explainer: Explainer,
     sink: Box<dyn Sink>,
     batch: Vec<Event>,
     /// The output failed (closed pipe, full disk): stop writing.
@@ -267,7 +272,8 @@ impl Pipeline {
     }
 
     fn emit(&mut self, ev: Event) {
-        let ann = self.model.apply(ev);
+        let mut ann = self.model.apply(ev);
+        ann.explanation = self.explainer.observe(&ann, &self.model);
         if !self.broken {
             if let Err(e) = self.sink.event(&ann) {
                 self.output_failed(&e);

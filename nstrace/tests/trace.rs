@@ -575,28 +575,73 @@ fn attach_to_a_running_process() {
     if !root_or_skip() {
         return;
     }
-    let mut target = Command::new("sh")
-        .args(["-c", "sleep 0.7; unshare -u true; sleep 0.2"])
-        .spawn()
-        .unwrap();
-    let pid_num = target.id();
-    let pid = pid_num.to_string();
     let scratch = Scratch::new("attach");
+    let go = scratch.path("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; unshare -u true; sleep 0.1",
+        go.display()
+    );
+    let mut target = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let pid_num = target.id();
     let out = scratch.path("t.ndjson");
-    let output = Command::new(NSTRACE)
+    let mut nstrace = Command::new(NSTRACE)
         .args(["--format", "ndjson", "-o"])
         .arg(&out)
-        .args(["-p", &pid])
-        .output()
+        .args(["-p", &pid_num.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Like strace, nstrace says when it is attached; only then may the target go on.
+    let mut stderr = BufReader::new(nstrace.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("nstrace: attached to process {pid_num}")
+    );
+    std::fs::write(&go, b"").unwrap();
+    let status = nstrace.wait().unwrap();
     let _ = target.wait();
-    let t = finish(output, &out);
+    let t = finish(
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+        &out,
+    );
     assert_eq!(t.code, Some(0), "{}", t.dump());
     let u = t.syscalls("unshare");
     assert_eq!(u.len(), 1, "{}", t.dump());
     assert_eq!(u[0]["args"]["flags"], serde_json::json!(["CLONE_NEWUTS"]));
     // The target's own exit ends the trace.
     assert!(t.of_type("exit").iter().any(|e| e["pid"] == pid_num));
+}
+
+#[test]
+fn attaching_to_a_process_that_exits_during_start_up_ends() {
+    if !root_or_skip() {
+        return;
+    }
+    // The target is gone (a zombie) before nstrace has loaded its probes.
+    let mut target = Command::new("true").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let out = Command::new(NSTRACE)
+        .args(["--format", "ndjson", "-p", &target.id().to_string()])
+        .output()
+        .unwrap();
+    let _ = target.wait();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "nstrace waited for a dead process"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -12,7 +12,17 @@
 //!   namespace of its own, so nothing outside changes);
 //! - `nstrace-exercise mount SOURCE TARGET FSTYPE`: one mount(2);
 //! - `nstrace-exercise storm N`: N failing umount2(2) calls as fast as
-//!   possible (to overrun a small ring buffer); prints `storm N FAILED`.
+//!   possible (to overrun a small ring buffer); prints `storm N FAILED`;
+//! - `nstrace-exercise threads-unshare`: unshare(CLONE_NEWUSER) with a second
+//!   thread running (EINVAL);
+//! - `nstrace-exercise seccomp-mount DIR`: installs a seccomp filter that
+//!   refuses mount(2) with EPERM, then mounts a tmpfs on DIR;
+//! - `nstrace-exercise landlock-mount DIR`: enters a Landlock sandbox, then
+//!   mounts a tmpfs on DIR (Landlock refuses every mount).
+//!
+//! The mount modes must run in a private mount namespace of their own (the
+//! tests use `unshare -m`): if the refusal did not happen, the mount would
+//! land there.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -241,18 +251,114 @@ fn storm(n: u64) -> i32 {
     0
 }
 
+fn mount_tmpfs(dir: &str) -> i32 {
+    let (src, tgt, ty) = (cstr("none"), cstr(dir), cstr("tmpfs"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let ret = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) };
+    i32::from(report("mount", ret as i64) < 0)
+}
+
+fn threads_unshare() -> i32 {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    // SAFETY: plain syscall.
+    let ret = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
+    report("unshare", ret as i64);
+    let _ = tx.send(());
+    let _ = worker.join();
+    0
+}
+
+fn no_new_privs() -> bool {
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 }
+}
+
+fn seccomp_mount(dir: &str) -> i32 {
+    // seccomp_data: nr at offset 0, arch at 4.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        ins(LD_W_ABS, 0, 0, 0),
+        ins(JEQ_K, 0, 1, libc::SYS_mount as u32),
+        ins(RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        ins(RET_K, 0, 0, RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at a valid filter that outlives the call.
+    let ok = no_new_privs()
+        && unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        } == 0;
+    if !ok {
+        eprintln!("nstrace-exercise: cannot install the seccomp filter");
+        return 3;
+    }
+    mount_tmpfs(dir)
+}
+
+fn landlock_mount(dir: &str) -> i32 {
+    /// struct landlock_ruleset_attr, ABI v1: handled_access_fs.
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+    }
+    const LANDLOCK_ACCESS_FS_EXECUTE: u64 = 1;
+    let attr = RulesetAttr {
+        handled_access_fs: LANDLOCK_ACCESS_FS_EXECUTE,
+    };
+    // SAFETY: valid attr of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0,
+        )
+    };
+    // SAFETY: plain syscall on our ruleset fd.
+    if fd < 0
+        || !no_new_privs()
+        || unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) } != 0
+    {
+        eprintln!(
+            "nstrace-exercise: cannot enter a Landlock sandbox: {}",
+            std::io::Error::last_os_error()
+        );
+        return 3;
+    }
+    mount_tmpfs(dir)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("new-mount-api") if args.len() == 3 => new_mount_api(&args[2]),
         Some("mount") if args.len() == 5 => one_mount(&args[2], &args[3], &args[4]),
+        Some("threads-unshare") => threads_unshare(),
+        Some("seccomp-mount") if args.len() == 3 => seccomp_mount(&args[2]),
+        Some("landlock-mount") if args.len() == 3 => landlock_mount(&args[2]),
         Some("storm") if args.len() == 3 => match args[2].parse() {
             Ok(n) => storm(n),
             Err(_) => 2,
         },
         _ => {
             eprintln!(
-                "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N"
+                "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N \
+                 | threads-unshare | seccomp-mount DIR | landlock-mount DIR"
             );
             2
         }

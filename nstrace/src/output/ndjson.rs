@@ -6,10 +6,11 @@ use std::io::{self, Write};
 use serde_json::{json, Map, Value};
 
 use super::{Sink, Summary};
-use crate::errnos::{errno_name, signal_name};
+use crate::errnos::{capability_name, errno_name, signal_name};
 use crate::event::{ArgValue, Event, EventKind, ExitStatus, NS_NAMES};
+use crate::explain::{Evidence, Explanation};
 use crate::model::Annotated;
-use nstrace_common::NsIds;
+use nstrace_common::{NsIds, TaskState, UserNsInfo};
 
 /// Version of the line format.
 pub const FORMAT_VERSION: u64 = 1;
@@ -40,7 +41,10 @@ impl<W: Write> NdjsonSink<W> {
 
 impl<W: Write> Sink for NdjsonSink<W> {
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
-        let v = event_json(&ev.event);
+        let mut v = event_json(&ev.event);
+        if let (Some(e), Value::Object(m)) = (&ev.explanation, &mut v) {
+            m.insert("explanation".into(), explanation_json(e));
+        }
         self.write_value(&v)
     }
 
@@ -75,6 +79,8 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Exec { .. } => "exec",
         EventKind::Exit { .. } => "exit",
         EventKind::Lost { .. } => "lost",
+        EventKind::Cap { .. } => "cap",
+        EventKind::Klog { .. } => "klog",
     };
     m.insert("type".into(), json!(ty));
     m.insert("ts_ns".into(), json!(ev.ts_ns));
@@ -112,6 +118,7 @@ pub fn event_json(ev: &Event) -> Value {
                 m.insert("ns_before".into(), ns_json(before));
             }
             m.insert("duration_ns".into(), json!(sc.duration_ns));
+            m.insert("state".into(), state_json(&sc.state));
             if sc.no_entry {
                 m.insert("no_entry".into(), json!(true));
             }
@@ -154,6 +161,66 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Lost { count } => {
             m.insert("count".into(), json!(count));
         }
+        EventKind::Cap {
+            cap,
+            allowed,
+            target,
+            cred_ns,
+            euid,
+        } => {
+            m.insert("cap".into(), json!(capability_name(*cap)));
+            m.insert("allowed".into(), json!(allowed));
+            m.insert("user_ns".into(), userns_json(target));
+            m.insert("cred_user_ns".into(), userns_json(cred_ns));
+            m.insert("euid".into(), json!(euid));
+        }
+        EventKind::Klog { text } => {
+            m.insert("text".into(), json!(text));
+        }
+    }
+    Value::Object(m)
+}
+
+/// `{"inum": N, "level": N, "owner": UID, "parent": N}`.
+pub fn userns_json(u: &UserNsInfo) -> Value {
+    json!({"inum": u.inum, "level": u.level, "owner": u.owner, "parent": u.parent})
+}
+
+/// The caller's state recorded with a syscall.
+pub fn state_json(st: &TaskState) -> Value {
+    json!({
+        "user_ns": userns_json(&st.user_ns),
+        "euid": st.euid,
+        "threads": st.nr_threads,
+        "seccomp_mode": st.seccomp_mode,
+        "pidns_level": st.pidns_level,
+        "owners": {"mnt": st.mntns_owner, "pid": st.pidns_owner, "net": st.netns_owner},
+    })
+}
+
+/// The `explanation` object of a failed call.
+pub fn explanation_json(e: &Explanation) -> Value {
+    let evidence: Vec<Value> = e
+        .evidence
+        .iter()
+        .map(|ev| match ev {
+            Evidence::Event { seq, what } => json!({"seq": seq, "what": what}),
+            Evidence::Fact(f) => json!({"fact": f}),
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("cause".into(), json!(e.cause.code()));
+    m.insert("text".into(), json!(e.text));
+    m.insert("evidence".into(), Value::Array(evidence));
+    m.insert("hint".into(), json!(e.hint));
+    if let Some(cap) = &e.capability {
+        m.insert("capability".into(), json!(cap));
+    }
+    if let Some(u) = &e.user_ns {
+        m.insert(
+            "user_ns".into(),
+            json!({"inum": u.inum, "level": u.level, "owner": u.owner}),
+        );
     }
     Value::Object(m)
 }
@@ -221,6 +288,7 @@ mod tests {
                 duration_ns: 10,
                 no_entry: false,
                 ret_kind: RetKind::Status,
+                state: nstrace_common::TaskState::default(),
             }),
         }
     }
@@ -247,6 +315,7 @@ mod tests {
             let ann = Annotated {
                 event: failed_mount(),
                 ns_changes: vec![],
+                explanation: None,
             };
             sink.event(&ann).unwrap();
             sink.summary(&Summary::default()).unwrap();

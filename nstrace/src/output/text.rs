@@ -2,11 +2,13 @@
 //! highlighted (colour only when writing to a terminal). Everything that came
 //! from a traced process is escaped, so it can never drive the terminal.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use super::{Sink, Summary};
-use crate::errnos::{errno_message, errno_name, signal_name};
+use crate::errnos::{capability_name, errno_message, errno_name, signal_name};
 use crate::event::{ArgValue, EventKind, ExitStatus, Syscall};
+use crate::explain::Evidence;
 use crate::model::Annotated;
 use crate::syscalls::RetKind;
 
@@ -39,6 +41,10 @@ pub struct TextSink<W: Write> {
     out: W,
     style: &'static Style,
     start_ns: Option<u64>,
+    /// The kernel's decisions during each thread's call in flight, shown
+    /// under the call if it fails (a successful call's checks are noise,
+    /// such as fork's memory-accounting check).
+    decisions: HashMap<u32, Vec<String>>,
 }
 
 impl<W: Write> TextSink<W> {
@@ -48,6 +54,7 @@ impl<W: Write> TextSink<W> {
             out,
             style: if color { &COLOR } else { &PLAIN },
             start_ns: None,
+            decisions: HashMap::new(),
         }
     }
 }
@@ -93,6 +100,40 @@ impl<W: Write> Sink for TextSink<W> {
                     st.reset
                 ),
             },
+            EventKind::Cap {
+                cap,
+                allowed,
+                target,
+                ..
+            } => {
+                let (style, verdict) = if *allowed {
+                    (st.dim, "granted")
+                } else {
+                    (st.fail, "denied")
+                };
+                let line = format!(
+                    "{style}#{} capability {} in user ns {} (level {}, owner uid {}): {verdict}{}",
+                    ev.seq,
+                    capability_name(*cap),
+                    target.inum,
+                    target.level,
+                    target.owner,
+                    st.reset
+                );
+                self.decisions.entry(ev.tid).or_default().push(line);
+                return Ok(());
+            }
+            EventKind::Klog { text } => {
+                let line = format!(
+                    "{}#{} kernel: {}{}",
+                    st.warn,
+                    ev.seq,
+                    sanitize(text),
+                    st.reset
+                );
+                self.decisions.entry(ev.tid).or_default().push(line);
+                return Ok(());
+            }
             EventKind::Lost { count } => {
                 writeln!(
                     self.out,
@@ -123,6 +164,40 @@ impl<W: Write> Sink for TextSink<W> {
             line.push_str(&format!("  {}[{}]{}", st.ns, parts.join(", "), st.reset));
         }
         line.push('\n');
+        let pad = " ".repeat(36);
+        let decisions = self.decisions.remove(&ev.tid).unwrap_or_default();
+        match &ev.kind {
+            EventKind::Syscall(sc) if sc.errno().is_some() => {
+                for d in decisions {
+                    line.push_str(&format!("{pad}{d}\n"));
+                }
+            }
+            _ => {}
+        }
+        if let Some(e) = &ann.explanation {
+            line.push_str(&format!(
+                "{pad}{}why: {}{} ({})\n",
+                st.fail,
+                sanitize(&e.text),
+                st.reset,
+                e.cause.code()
+            ));
+            for ev in &e.evidence {
+                let item = match ev {
+                    Evidence::Event { seq, what } => format!("#{seq} {what}"),
+                    Evidence::Fact(f) => f.clone(),
+                };
+                line.push_str(&format!("{pad}  because: {}\n", sanitize(&item)));
+            }
+            if let Some(h) = &e.hint {
+                line.push_str(&format!(
+                    "{pad}  {}hint:{} {}\n",
+                    st.ns,
+                    st.reset,
+                    sanitize(h)
+                ));
+            }
+        }
         self.out.write_all(line.as_bytes())?;
         self.out.flush()
     }
@@ -266,9 +341,11 @@ mod tests {
                     duration_ns: 1,
                     no_entry: false,
                     ret_kind: RetKind::Status,
+                    state: nstrace_common::TaskState::default(),
                 }),
             },
             ns_changes: vec![],
+            explanation: None,
         }
     }
 
@@ -301,6 +378,46 @@ mod tests {
         }];
         let l = line(&ann, false);
         assert!(l.ends_with("[new user 4026532000]\n"), "{l}");
+    }
+
+    #[test]
+    fn decisions_show_under_failed_calls_only() {
+        let mut buf = Vec::new();
+        let mut sink = TextSink::new(&mut buf, false);
+        let cap = |seq| Annotated {
+            event: Event {
+                seq,
+                ts_ns: 1,
+                pid: 77,
+                tid: 77,
+                comm: "x".into(),
+                kind: EventKind::Cap {
+                    cap: 21,
+                    allowed: false,
+                    target: Default::default(),
+                    cred_ns: Default::default(),
+                    euid: 0,
+                },
+            },
+            ns_changes: vec![],
+            explanation: None,
+        };
+        sink.event(&cap(1)).unwrap();
+        let mut ok = unshare_failed();
+        if let EventKind::Syscall(sc) = &mut ok.event.kind {
+            sc.ret = 0;
+        }
+        sink.event(&ok).unwrap();
+        sink.event(&cap(3)).unwrap();
+        sink.event(&unshare_failed()).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.contains("#1 capability"), "{text}");
+        assert!(text.contains("#3 capability CAP_SYS_ADMIN"), "{text}");
+        let call = text.find("= -1 EINVAL").unwrap();
+        assert!(
+            text.find("#3 capability").unwrap() > call,
+            "shown under the call"
+        );
     }
 
     #[test]

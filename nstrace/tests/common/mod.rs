@@ -64,11 +64,16 @@ pub struct Trace {
     pub stderr: String,
 }
 
-/// Runs `nstrace [extra] --format ndjson -o FILE -- cmd...`.
+/// A run that takes longer than this is a hang: it fails (status 124)
+/// instead of stalling the whole suite.
+pub const TIMEOUT: &str = "120";
+
+/// Runs `nstrace [extra] --format ndjson -o FILE -- cmd...` (under `timeout`).
 pub fn trace_with(extra: &[&str], cmd: &[&str]) -> Trace {
     let scratch = Scratch::new("out");
     let out = scratch.path("trace.ndjson");
-    let output = Command::new(NSTRACE)
+    let output = Command::new("timeout")
+        .args(["-k", "5", TIMEOUT, NSTRACE])
         .args(extra)
         .args(["--format", "ndjson", "-o"])
         .arg(&out)

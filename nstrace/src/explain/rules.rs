@@ -1,0 +1,802 @@
+//! The rules, one per cause, in the order they are tried; the first that
+//! matches on evidence wins. Each cites the catalogue's condition (the row
+//! ids of ../shared/notes/kernel-checks.md) in plain words.
+
+use nstrace_common::UserNsInfo;
+
+use super::{Cause, Ctx, Decision, Evidence, Explanation};
+use crate::errnos::{capability_name, errno_name};
+
+/// errno values the rules look at.
+const EPERM: i32 = 1;
+const EINVAL: i32 = 22;
+const ENOSPC: i32 = 28;
+const EUSERS: i32 = 87;
+/// `task->seccomp.mode` for a filter.
+const SECCOMP_MODE_FILTER: u32 = 2;
+/// Deepest user namespace level that may still get a child (UN2).
+const MAX_USERNS_LEVEL: u32 = 32;
+/// Deepest pid namespace level (UN10).
+const MAX_PIDNS_LEVEL: u32 = 32;
+
+/// One rule.
+pub struct Rule {
+    /// The cause it establishes.
+    pub cause: Cause,
+    /// The catalogue condition, in plain words.
+    pub condition: &'static str,
+    /// Returns the explanation when the evidence shows this cause.
+    pub check: fn(&Ctx) -> Option<Explanation>,
+}
+
+/// Every rule, in the order tried.
+pub static RULES: &[Rule] = &[
+    Rule {
+        cause: Cause::SeccompDenied,
+        condition: "SC1: a seccomp filter returned an error for the syscall; it runs before \
+                    the syscall's code, so the exit is seen without an entry, and the task's \
+                    seccomp mode is 2 (filter)",
+        check: seccomp_denied,
+    },
+    Rule {
+        cause: Cause::MountTooRevealing,
+        condition: "N4: the caller's mount namespace is not owned by the initial user \
+                    namespace and holds no fully visible mount of the same type (proc, sysfs); \
+                    the kernel logs \"VFS: Mount too revealing\"",
+        check: mount_too_revealing,
+    },
+    Rule {
+        cause: Cause::FsTypeNotUsernsMountable,
+        condition: "N1: a new mount of a filesystem type without FS_USERNS_MOUNT needs \
+                    CAP_SYS_ADMIN in the initial user namespace; seen as a failed check against \
+                    the initial user namespace from a caller in a child user namespace, where \
+                    the mount namespace owner is not the initial one",
+        check: fs_type_not_userns_mountable,
+    },
+    Rule {
+        cause: Cause::MissingCapability,
+        condition: "M1, N2, N3, UN1, CL3, SN3, SN6, SN7, SN9, U1, PR1, OT1, MM1, F1-F6, MS1: \
+                    a capability check the call depends on failed",
+        check: missing_capability,
+    },
+    Rule {
+        cause: Cause::Multithreaded,
+        condition: "UN0: unshare(CLONE_NEWUSER) from a thread group with other threads \
+                    (EINVAL); SN10: setns into a time namespace from a multithreaded caller \
+                    (EUSERS)",
+        check: multithreaded,
+    },
+    Rule {
+        cause: Cause::NamespaceLimit,
+        condition: "UN2/UN10: user namespaces nest 32 levels deep below the initial one, pid \
+                    namespaces 32; UN3/UN8: the per-user count limits user.max_*_namespaces \
+                    (ENOSPC)",
+        check: namespace_limit,
+    },
+    Rule {
+        cause: Cause::LsmDenied,
+        condition: "M0: the LSM sb_mount hook runs first in mount(2), before any capability \
+                    check: EPERM with no capability check at all, and an entry (not seccomp)",
+        check: lsm_denied,
+    },
+];
+
+/// Explains a failed call: the first rule that matches, else `unknown`.
+pub fn explain(ctx: &Ctx) -> Explanation {
+    RULES
+        .iter()
+        .find_map(|r| (r.check)(ctx))
+        .unwrap_or_else(|| unknown(ctx))
+}
+
+fn errno_text(errno: i32) -> String {
+    errno_name(errno).map_or_else(|| errno.to_string(), String::from)
+}
+
+fn userns_text(u: &UserNsInfo) -> String {
+    if u.level == 0 {
+        format!("the initial user namespace {}", u.inum)
+    } else {
+        format!(
+            "user namespace {} (level {}, created by uid {})",
+            u.inum, u.level, u.owner
+        )
+    }
+}
+
+/// Evidence that this trace saw namespace `inum` of `kind` being created or entered.
+fn origin(ctx: &Ctx, kind: &str, inum: u32) -> Option<Evidence> {
+    let o = ctx.model.origin(kind, inum)?;
+    let what = if o.created {
+        format!(
+            "{} of pid {} created {kind} namespace {inum} (the caller was in {kind} namespace {} before)",
+            o.how, o.pid, o.from
+        )
+    } else {
+        format!("{} of pid {} entered {kind} namespace {inum}", o.how, o.pid)
+    };
+    Some(Evidence::Event { seq: o.seq, what })
+}
+
+fn cap_evidence(seq: u64, cap: i32, allowed: bool, target: &UserNsInfo) -> Evidence {
+    Evidence::Event {
+        seq,
+        what: format!(
+            "capability check: {} in {}: {}",
+            capability_name(cap),
+            userns_text(target),
+            if allowed { "granted" } else { "denied" }
+        ),
+    }
+}
+
+fn seccomp_denied(ctx: &Ctx) -> Option<Explanation> {
+    let st = &ctx.call.state;
+    if !ctx.call.no_entry || st.seccomp_mode != SECCOMP_MODE_FILTER {
+        return None;
+    }
+    let name = &ctx.call.name;
+    Some(Explanation::new(
+        Cause::SeccompDenied,
+        format!(
+            "a seccomp filter refused {name} before it ran: the kernel's {name} code never \
+             started (its exit came without an entry) and the task runs under a seccomp filter"
+        ),
+        vec![
+            Evidence::Fact(format!("{name} returned {} with no entry", errno_text(ctx.errno))),
+            Evidence::Fact("the task's seccomp mode is 2 (filter)".into()),
+        ],
+        Some(
+            "container runtimes' default seccomp profiles refuse mount, umount2, unshare, setns, \
+             pivot_root and the new mount API; allow the call in the profile \
+             (--security-opt seccomp=PROFILE.json), or try --security-opt seccomp=unconfined to confirm"
+                .into(),
+        ),
+    ))
+}
+
+fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EPERM {
+        return None;
+    }
+    let (seq, line) = ctx
+        .klog()
+        .find(|(_, t)| t.to_ascii_lowercase().contains("too revealing"))?;
+    let st = &ctx.call.state;
+    let fstype = ctx.str_arg("fstype").unwrap_or("proc or sysfs").to_string();
+    let mnt = ctx.call.ns.inum[nstrace_common::ns::MNT];
+    let mut evidence = vec![Evidence::Event {
+        seq,
+        what: format!("kernel log: {line}"),
+    }];
+    evidence.extend(origin(ctx, "mnt", mnt));
+    evidence.extend(origin(ctx, "user", st.mntns_owner));
+    let granted = ctx
+        .caps()
+        .filter(|d| matches!(d, Decision::Cap { allowed: true, .. }))
+        .count();
+    evidence.push(Evidence::Fact(format!(
+        "the caller's mount namespace {mnt} is owned by user namespace {}; \
+         {granted} capability check(s) during the call, all granted",
+        st.mntns_owner
+    )));
+    Some(Explanation::new(
+        Cause::MountTooRevealing,
+        format!(
+            "the kernel refused a new {fstype} mount as too revealing: the caller's mount \
+             namespace is owned by a user namespace other than the initial one, and every \
+             {fstype} mount in it has locked mounts on top (masked paths) or is locked \
+             read-only, so a fresh {fstype} mount would show what those mounts hide. The mounts \
+             were locked when the mount namespace was copied into the less privileged user \
+             namespace."
+        ),
+        evidence,
+        Some(format!(
+            "container runtimes mask /proc paths (/proc/keys, /proc/kcore, /proc/timer_list, ...) \
+             with mounts that become locked in a new user namespace; run the container without \
+             them (docker: --security-opt systempaths=unconfined; podman: --security-opt \
+             unmask=ALL), or bind-mount the existing /{} instead of mounting a new one",
+            if fstype == "sysfs" { "sys" } else { "proc" }
+        )),
+    ))
+}
+
+/// The last denied capability check of the call.
+fn denied_cap(ctx: &Ctx) -> Option<(u64, i32, UserNsInfo, UserNsInfo, u32)> {
+    ctx.caps().rev().find_map(|d| match d {
+        Decision::Cap {
+            seq,
+            cap,
+            allowed: false,
+            target,
+            cred_ns,
+            euid,
+        } => Some((*seq, *cap, *target, *cred_ns, *euid)),
+        _ => None,
+    })
+}
+
+/// A mount(2) that creates a new superblock (no bind, remount, move or propagation change).
+fn is_new_mount(ctx: &Ctx) -> bool {
+    const NOT_NEW: [&str; 8] = [
+        "MS_BIND",
+        "MS_REMOUNT",
+        "MS_MOVE",
+        "MS_SHARED",
+        "MS_PRIVATE",
+        "MS_SLAVE",
+        "MS_UNBINDABLE",
+        "MS_REC",
+    ];
+    ctx.call.name == "mount" && !ctx.flags("flags").iter().any(|f| NOT_NEW.contains(f))
+}
+
+fn fs_type_not_userns_mountable(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EPERM || !is_new_mount(ctx) {
+        return None;
+    }
+    let (seq, cap, target, cred_ns, _) = denied_cap(ctx)?;
+    let st = &ctx.call.state;
+    let fstype = ctx.str_arg("fstype")?;
+    let owner_rule = (fstype == "proc" && target.inum == st.pidns_owner)
+        || (fstype == "sysfs" && target.inum == st.netns_owner);
+    if target.level != 0 || cred_ns.level == 0 || target.inum == st.mntns_owner || owner_rule {
+        return None;
+    }
+    let mut e = Explanation::new(
+        Cause::FsTypeNotUsernsMountable,
+        format!(
+            "{fstype} cannot be mounted from inside a user namespace: the kernel checked {} in \
+             the initial user namespace, which a filesystem type without FS_USERNS_MOUNT \
+             requires, and the caller is in {}",
+            capability_name(cap),
+            userns_text(&cred_ns)
+        ),
+        vec![cap_evidence(seq, cap, false, &target)],
+        Some(format!(
+            "mount {fstype} from the initial user namespace (the host) and bind-mount it in, or \
+             use a filesystem that user namespaces may mount (tmpfs, proc, sysfs, overlay, fuse)"
+        )),
+    );
+    e.capability = Some(capability_name(cap));
+    e.user_ns = Some(target.into());
+    Some(e)
+}
+
+fn missing_capability(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EPERM {
+        return None;
+    }
+    let (seq, cap, target, cred_ns, euid) = denied_cap(ctx)?;
+    let st = &ctx.call.state;
+    let fstype = ctx.str_arg("fstype").unwrap_or("");
+    let name = &ctx.call.name;
+    let capn = capability_name(cap);
+    let (whose, hint) = if is_new_mount(ctx) && fstype == "proc" && target.inum == st.pidns_owner {
+        (
+            "the user namespace that owns the caller's PID namespace (a proc mount belongs to a PID namespace)".to_string(),
+            "create a PID namespace owned by the caller's user namespace and mount proc from a process \
+             inside it (unshare -U -p -f --mount-proc, or add -p -f to the unshare)"
+                .to_string(),
+        )
+    } else if is_new_mount(ctx) && fstype == "sysfs" && target.inum == st.netns_owner {
+        (
+            "the user namespace that owns the caller's network namespace (a sysfs mount belongs to a network namespace)".to_string(),
+            "create a network namespace owned by the caller's user namespace first (unshare -n)".to_string(),
+        )
+    } else if target.inum == st.mntns_owner && target.inum != cred_ns.inum {
+        (
+            "the user namespace that owns the caller's mount namespace".to_string(),
+            "a process has no capabilities in a user namespace above its own: create a mount \
+             namespace owned by the caller's user namespace (unshare -m together with -U), or \
+             make the call from the owning user namespace"
+                .to_string(),
+        )
+    } else if target.inum == cred_ns.inum {
+        (
+            "the caller's own user namespace".to_string(),
+            format!(
+                "the process does not hold {capn} in its own user namespace (dropped, or not \
+                 root there): run it with {capn}, e.g. as root without a capability-dropping \
+                 wrapper, or map it to root in a new user namespace (unshare -r)"
+            ),
+        )
+    } else if target.level < cred_ns.level {
+        (
+            format!("{}, an ancestor of the caller's", userns_text(&target)),
+            "a process never has capabilities in its user namespace's ancestors: make the call \
+             from the parent user namespace"
+                .to_string(),
+        )
+    } else {
+        (
+            userns_text(&target),
+            format!("the caller needs {capn} over {}", userns_text(&target)),
+        )
+    };
+    let mut evidence = vec![cap_evidence(seq, cap, false, &target)];
+    evidence.extend(origin(ctx, "user", target.inum));
+    evidence.push(Evidence::Fact(format!(
+        "the caller: euid {euid} in {}",
+        userns_text(&cred_ns)
+    )));
+    let mut e = Explanation::new(
+        Cause::MissingCapability,
+        format!(
+            "{name} needs {capn} in {whose} ({}); the caller (euid {euid}, in {}) does not have it there",
+            userns_text(&target),
+            userns_text(&cred_ns)
+        ),
+        evidence,
+        Some(hint),
+    );
+    e.capability = Some(capn);
+    e.user_ns = Some(target.into());
+    Some(e)
+}
+
+fn multithreaded(ctx: &Ctx) -> Option<Explanation> {
+    let threads = ctx.call.state.nr_threads;
+    if threads <= 1 {
+        return None;
+    }
+    let name = ctx.call.name.as_str();
+    let flags = ctx.flags(if name == "setns" { "nstype" } else { "flags" });
+    let applies = match (name, ctx.errno) {
+        ("unshare", EINVAL) => flags.contains(&"CLONE_NEWUSER"),
+        ("setns", EUSERS) => flags.contains(&"CLONE_NEWTIME"),
+        _ => false,
+    };
+    if !applies {
+        return None;
+    }
+    let what = if name == "unshare" {
+        "unshare(CLONE_NEWUSER) needs a single-threaded caller"
+    } else {
+        "setns into a time namespace needs a single-threaded caller"
+    };
+    Some(Explanation::new(
+        Cause::Multithreaded,
+        format!("{what}, and this process had {threads} threads"),
+        vec![Evidence::Fact(format!(
+            "{threads} threads in the caller's thread group at the call"
+        ))],
+        Some(
+            "make the call before starting threads (or in a freshly forked child); \
+             clone(CLONE_NEWUSER) is allowed from a multithreaded process"
+                .into(),
+        ),
+    ))
+}
+
+fn namespace_limit(ctx: &Ctx) -> Option<Explanation> {
+    let name = ctx.call.name.as_str();
+    if ctx.errno != ENOSPC || !matches!(name, "unshare" | "clone" | "clone3") {
+        return None;
+    }
+    let st = &ctx.call.state;
+    let flags = ctx.flags("flags");
+    let types: Vec<&str> = flags
+        .iter()
+        .filter_map(|f| f.strip_prefix("CLONE_NEW"))
+        .collect();
+    if types.is_empty() {
+        return None;
+    }
+    let (text, fact) = if flags.contains(&"CLONE_NEWUSER") && st.user_ns.level >= MAX_USERNS_LEVEL {
+        (
+            format!(
+                "user namespaces nest at most {MAX_USERNS_LEVEL} levels below the initial one, and \
+                 the caller is already at level {}",
+                st.user_ns.level
+            ),
+            format!(
+                "the caller's user namespace is at level {}",
+                st.user_ns.level
+            ),
+        )
+    } else if flags.contains(&"CLONE_NEWPID") && st.pidns_level >= MAX_PIDNS_LEVEL {
+        (
+            format!(
+                "pid namespaces nest at most {MAX_PIDNS_LEVEL} levels deep, and the caller's is at level {}",
+                st.pidns_level
+            ),
+            format!("the caller's pid namespace is at level {}", st.pidns_level),
+        )
+    } else {
+        (
+            format!(
+                "a per-user limit on the number of namespaces was reached \
+                 (user.max_{{{}}}_namespaces, in the caller's user namespace or an ancestor)",
+                types
+                    .iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            format!(
+                "ENOSPC from {name} for {} namespaces; the caller's user namespace is at level {}",
+                types.join(", "),
+                st.user_ns.level
+            ),
+        )
+    };
+    Some(Explanation::new(
+        Cause::NamespaceLimit,
+        text,
+        vec![Evidence::Fact(fact)],
+        Some(
+            "see /proc/sys/user/max_*_namespaces (writable per user namespace by holders of \
+             CAP_SYS_RESOURCE there) and how deep the namespaces already nest"
+                .into(),
+        ),
+    ))
+}
+
+fn lsm_denied(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.call.name != "mount" || ctx.errno != EPERM || ctx.call.no_entry || !ctx.hooks.cap {
+        return None;
+    }
+    if ctx.caps().next().is_some() {
+        return None;
+    }
+    Some(Explanation::new(
+        Cause::LsmDenied,
+        "a Linux security module refused the mount: mount(2) asks the LSMs' sb_mount hook \
+         before any capability check, and no capability was checked at all"
+            .into(),
+        vec![
+            Evidence::Fact("no capability check during the call (the hook was active)".into()),
+            Evidence::Fact("the call entered the kernel, so seccomp did not refuse it".into()),
+        ],
+        Some(
+            "look at the task's LSM confinement: a Landlock sandbox refuses every mount, \
+             AppArmor profiles (docker-default) deny mount, SELinux logs an AVC denial"
+                .into(),
+        ),
+    ))
+}
+
+fn unknown(ctx: &Ctx) -> Explanation {
+    let mut facts = vec![Evidence::Fact(format!(
+        "{} returned {}",
+        ctx.call.name,
+        errno_text(ctx.errno)
+    ))];
+    if ctx.call.no_entry {
+        facts.push(Evidence::Fact(format!(
+            "the exit came without an entry; seccomp mode {}",
+            ctx.call.state.seccomp_mode
+        )));
+    }
+    if ctx.hooks.cap {
+        for d in ctx.decisions {
+            if let Decision::Cap {
+                seq,
+                cap,
+                allowed,
+                target,
+                ..
+            } = d
+            {
+                facts.push(cap_evidence(*seq, *cap, *allowed, target));
+            }
+        }
+        if ctx.caps().next().is_none() {
+            facts.push(Evidence::Fact("no capability check during the call".into()));
+        }
+    } else {
+        facts.push(Evidence::Fact(
+            "capability checks were not recorded on this kernel".into(),
+        ));
+    }
+    for (seq, line) in ctx.klog() {
+        facts.push(Evidence::Event {
+            seq,
+            what: format!("kernel log: {line}"),
+        });
+    }
+    let st = &ctx.call.state;
+    facts.push(Evidence::Fact(format!(
+        "the caller: euid {} in {}, {} thread(s)",
+        st.euid,
+        userns_text(&st.user_ns),
+        st.nr_threads
+    )));
+    Explanation::new(
+        Cause::Unknown,
+        "no rule matched on the evidence recorded; the facts gathered are listed".into(),
+        facts,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Ctx, Decision, Hooks};
+    use super::*;
+    use crate::event::{ArgValue, Event, EventKind, Syscall};
+    use crate::model::Model;
+    use crate::syscalls::RetKind;
+    use nstrace_common::{NsIds, TaskState};
+
+    const INIT: UserNsInfo = UserNsInfo {
+        inum: 4026531837,
+        level: 0,
+        owner: 0,
+        parent: 0,
+    };
+    const CHILD: UserNsInfo = UserNsInfo {
+        inum: 4026532500,
+        level: 1,
+        owner: 0,
+        parent: 4026531837,
+    };
+
+    fn s(text: &str) -> ArgValue {
+        ArgValue::Str {
+            text: text.into(),
+            truncated: false,
+        }
+    }
+
+    fn flags(f: &[&str]) -> ArgValue {
+        ArgValue::Flags(f.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn call(
+        name: &str,
+        args: Vec<(&'static str, ArgValue)>,
+        errno: i64,
+        state: TaskState,
+    ) -> Syscall {
+        Syscall {
+            name: name.into(),
+            nr: 0,
+            args,
+            ret: -errno,
+            ns: NsIds::default(),
+            ns_before: None,
+            duration_ns: 1,
+            no_entry: false,
+            ret_kind: RetKind::Status,
+            state,
+        }
+    }
+
+    fn mount_proc(state: TaskState) -> Syscall {
+        call(
+            "mount",
+            vec![
+                ("source", s("proc")),
+                ("target", s("/proc")),
+                ("fstype", s("proc")),
+                ("flags", flags(&[])),
+                ("data", ArgValue::Null),
+            ],
+            1,
+            state,
+        )
+    }
+
+    /// Runs the rules on one call with decisions.
+    fn run(sc: Syscall, decisions: Vec<Decision>, hooks: Hooks) -> Explanation {
+        let model = Model::new();
+        let event = Event {
+            seq: 9,
+            ts_ns: 0,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            kind: EventKind::Syscall(sc.clone()),
+        };
+        let ctx = Ctx {
+            event: &event,
+            call: &sc,
+            errno: sc.errno().unwrap(),
+            decisions: &decisions,
+            model: &model,
+            hooks,
+        };
+        explain(&ctx)
+    }
+
+    const ALL_HOOKS: Hooks = Hooks {
+        cap: true,
+        klog: true,
+    };
+
+    fn cap(seq: u64, allowed: bool, target: UserNsInfo, cred_ns: UserNsInfo) -> Decision {
+        Decision::Cap {
+            seq,
+            cap: 21,
+            allowed,
+            target,
+            cred_ns,
+            euid: 0,
+        }
+    }
+
+    fn in_child_userns() -> TaskState {
+        TaskState {
+            user_ns: CHILD,
+            nr_threads: 1,
+            mntns_owner: CHILD.inum,
+            pidns_owner: INIT.inum,
+            netns_owner: INIT.inum,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn seccomp_needs_both_signs() {
+        let mut sc = mount_proc(TaskState {
+            seccomp_mode: 2,
+            ..Default::default()
+        });
+        sc.no_entry = true;
+        sc.args.clear();
+        assert_eq!(
+            run(sc.clone(), vec![], ALL_HOOKS).cause,
+            Cause::SeccompDenied
+        );
+        // An exit without entry but no filter: not seccomp.
+        sc.state.seccomp_mode = 0;
+        assert_eq!(run(sc, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    #[test]
+    fn too_revealing_from_the_kernel_line() {
+        let d = vec![
+            cap(3, true, CHILD, CHILD),
+            Decision::Klog {
+                seq: 4,
+                text: "VFS: Mount too revealing".into(),
+            },
+        ];
+        let e = run(mount_proc(in_child_userns()), d, ALL_HOOKS);
+        assert_eq!(e.cause, Cause::MountTooRevealing);
+        assert!(e.evidence.contains(&Evidence::Event {
+            seq: 4,
+            what: "kernel log: VFS: Mount too revealing".into()
+        }));
+        assert!(e.hint.unwrap().contains("systempaths=unconfined"));
+    }
+
+    #[test]
+    fn proc_without_a_pid_namespace_needs_the_pidns_owner() {
+        // unshare -Ur mount -t proc: the check is against the owner of the
+        // (initial) pid namespace, not a filesystem-type restriction.
+        let d = vec![cap(3, true, CHILD, CHILD), cap(4, false, INIT, CHILD)];
+        let e = run(mount_proc(in_child_userns()), d, ALL_HOOKS);
+        assert_eq!(e.cause, Cause::MissingCapability);
+        assert_eq!(e.capability.as_deref(), Some("CAP_SYS_ADMIN"));
+        assert_eq!(e.user_ns.unwrap().inum, INIT.inum);
+        assert!(e.text.contains("PID namespace"), "{}", e.text);
+        assert!(e.hint.unwrap().contains("-p -f"));
+    }
+
+    #[test]
+    fn ext4_in_a_user_namespace_is_the_fs_type() {
+        let mut sc = mount_proc(in_child_userns());
+        sc.args[2].1 = s("ext4");
+        let d = vec![cap(3, true, CHILD, CHILD), cap(4, false, INIT, CHILD)];
+        let e = run(sc.clone(), d.clone(), ALL_HOOKS);
+        assert_eq!(e.cause, Cause::FsTypeNotUsernsMountable);
+        // The same failure in the initial mount namespace is may_mount.
+        sc.state.mntns_owner = INIT.inum;
+        let e = run(sc, vec![cap(4, false, INIT, CHILD)], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::MissingCapability);
+        assert!(
+            e.text.contains("owns the caller's mount namespace"),
+            "{}",
+            e.text
+        );
+    }
+
+    #[test]
+    fn capability_dropped_in_own_namespace() {
+        let st = TaskState {
+            user_ns: INIT,
+            euid: 1000,
+            nr_threads: 1,
+            mntns_owner: INIT.inum,
+            pidns_owner: INIT.inum,
+            netns_owner: INIT.inum,
+            ..Default::default()
+        };
+        let mut sc = mount_proc(st);
+        sc.args[2].1 = s("tmpfs");
+        let e = run(sc, vec![cap(5, false, INIT, INIT)], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::MissingCapability);
+        assert!(e.text.contains("own user namespace"), "{}", e.text);
+        assert!(e
+            .evidence
+            .iter()
+            .any(|ev| matches!(ev, Evidence::Event { seq: 5, .. })));
+    }
+
+    #[test]
+    fn unshare_newuser_from_threads() {
+        let st = TaskState {
+            nr_threads: 3,
+            ..Default::default()
+        };
+        let sc = call(
+            "unshare",
+            vec![("flags", flags(&["CLONE_NEWUSER"]))],
+            22,
+            st,
+        );
+        let e = run(sc.clone(), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::Multithreaded);
+        assert!(e.text.contains("3 threads"));
+        // Single-threaded EINVAL is something else.
+        let mut one = sc;
+        one.state.nr_threads = 1;
+        assert_eq!(run(one, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    #[test]
+    fn enospc_on_unshare_is_a_limit_and_depth_is_named() {
+        let st = TaskState {
+            user_ns: UserNsInfo { level: 32, ..CHILD },
+            nr_threads: 1,
+            ..Default::default()
+        };
+        let sc = call(
+            "unshare",
+            vec![("flags", flags(&["CLONE_NEWUSER"]))],
+            28,
+            st,
+        );
+        let e = run(sc.clone(), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::NamespaceLimit);
+        assert!(e.text.contains("at most 32 levels"), "{}", e.text);
+        let mut shallow = sc;
+        shallow.state.user_ns.level = 1;
+        let e = run(shallow, vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::NamespaceLimit);
+        assert!(e.text.contains("user.max_{user}_namespaces"), "{}", e.text);
+    }
+
+    #[test]
+    fn lsm_only_when_capability_checks_were_recorded() {
+        let st = in_child_userns();
+        let e = run(mount_proc(st), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::LsmDenied);
+        // Without the capability hook, no check proves nothing.
+        let e = run(mount_proc(st), vec![], Hooks::default());
+        assert_eq!(e.cause, Cause::Unknown);
+        assert!(e.evidence.contains(&Evidence::Fact(
+            "capability checks were not recorded on this kernel".into()
+        )));
+    }
+
+    #[test]
+    fn all_caps_granted_and_no_kernel_line_is_unknown() {
+        let e = run(
+            mount_proc(in_child_userns()),
+            vec![cap(3, true, CHILD, CHILD)],
+            ALL_HOOKS,
+        );
+        assert_eq!(e.cause, Cause::Unknown);
+        assert!(e
+            .evidence
+            .iter()
+            .any(|ev| matches!(ev, Evidence::Event { seq: 3, .. })));
+    }
+
+    #[test]
+    fn every_rule_cites_a_catalogue_row() {
+        for r in RULES {
+            let id = r.condition.split(':').next().unwrap();
+            assert!(
+                id.chars().next().unwrap().is_ascii_uppercase(),
+                "{:?}: {}",
+                r.cause,
+                r.condition
+            );
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Explanations of real failures: one reproduction per cause this machine
+//! can produce, each checked against the expected cause and its evidence.
+//! Every failed call must carry an explanation, and no successful one.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// The one failed call named `syscall`, with its explanation.
+fn failed<'a>(t: &'a Trace, syscall: &str) -> &'a Value {
+    let failed: Vec<_> = t
+        .syscalls(syscall)
+        .into_iter()
+        .filter(|l| l["errno"] != Value::Null)
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one failed {syscall} expected: {}",
+        t.dump()
+    );
+    failed[0]
+}
+
+/// Every failed call is explained, no successful one is, and every
+/// evidence seq points at an earlier line of the trace.
+fn check_explanations(t: &Trace) {
+    for l in t.of_type("syscall") {
+        let failed = l["errno"] != Value::Null;
+        assert_eq!(l.get("explanation").is_some(), failed, "{l}");
+        if let Some(e) = l.get("explanation") {
+            for ev in e["evidence"].as_array().unwrap() {
+                if let Some(seq) = ev["seq"].as_u64() {
+                    assert!(
+                        seq < l["seq"].as_u64().unwrap(),
+                        "evidence after the call: {l}"
+                    );
+                    assert!(t.lines.iter().any(|x| x["seq"] == seq));
+                }
+            }
+        }
+    }
+}
+
+fn cause(l: &Value) -> &str {
+    l["explanation"]["cause"].as_str().unwrap_or("none")
+}
+
+fn self_user_ns() -> u64 {
+    ns_inode(
+        &std::fs::read_link("/proc/self/ns/user")
+            .unwrap()
+            .to_string_lossy(),
+    )
+}
+
+/// The masked /proc file to use (what container runtimes mask).
+fn masked_proc_file() -> &'static str {
+    ["/proc/keys", "/proc/timer_list", "/proc/kcore"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a /proc file to mask")
+}
+
+/// nstrace, in a private mount namespace prepared by `setup` (shell), traces `cmd`.
+fn trace_in_private_ns(setup: &str, cmd: &str) -> Trace {
+    let scratch = Scratch::new("priv");
+    let out = scratch.path("t.ndjson");
+    let script = format!(
+        "{setup} exec timeout -k 5 {TIMEOUT} {NSTRACE} --format ndjson -o {} -- {cmd}",
+        out.display()
+    );
+    let output = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    finish(output, &out)
+}
+
+#[test]
+fn masked_proc_makes_a_new_proc_mount_too_revealing() {
+    if !root_or_skip() {
+        return;
+    }
+    let masked = masked_proc_file();
+    let t = trace_in_private_ns(
+        &format!("mount --bind /dev/null {masked} &&"),
+        "unshare -Umpfr mount -t proc proc /proc",
+    );
+    assert_eq!(t.code, Some(32), "{}", t.dump());
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(m["errno"], "EPERM");
+    assert_eq!(cause(m), "mount_too_revealing", "{m}");
+    let e = &m["explanation"];
+    // The chain: the kernel's own line, and the unshare that created the
+    // mount namespace and its user namespace.
+    let evidence = e["evidence"].as_array().unwrap();
+    let klog_seq = t.of_type("klog")[0]["seq"].clone();
+    assert!(t.of_type("klog")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("too revealing"));
+    assert!(evidence.iter().any(|ev| ev["seq"] == klog_seq), "{e}");
+    let unshare_seq = t.syscalls("unshare")[0]["seq"].clone();
+    assert!(
+        evidence
+            .iter()
+            .filter(|ev| ev["seq"] == unshare_seq)
+            .count()
+            >= 2,
+        "the unshare created both the mount and the user namespace: {e}"
+    );
+    assert!(e["hint"]
+        .as_str()
+        .unwrap()
+        .contains("systempaths=unconfined"));
+
+    // Without the mask the same command succeeds and nothing is explained.
+    let t = trace_in_private_ns("", "unshare -Umpfr mount -t proc proc /proc");
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    check_explanations(&t);
+    assert!(t.syscalls("mount").iter().all(|m| m["ret"] == 0));
+}
+
+#[test]
+fn proc_mount_without_a_pid_namespace_is_a_missing_capability() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace(&["unshare", "-Ur", "mount", "-t", "proc", "proc", "/proc"]);
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(cause(m), "missing_capability", "{m}");
+    let e = &m["explanation"];
+    assert_eq!(e["capability"], "CAP_SYS_ADMIN");
+    // Needed in the owner of the caller's (initial) pid namespace: the initial user ns.
+    assert_eq!(e["user_ns"]["inum"].as_u64(), Some(self_user_ns()));
+    assert_eq!(e["user_ns"]["level"], 0);
+    // The denied check is in the trace, and it is the one cited.
+    let denied: Vec<_> = t
+        .of_type("cap")
+        .into_iter()
+        .filter(|c| c["allowed"] == false)
+        .collect();
+    assert!(!denied.is_empty());
+    assert!(e["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|ev| ev["seq"] == denied.last().unwrap()["seq"]));
+    assert!(e["hint"].as_str().unwrap().contains("-p -f"), "{e}");
+}
+
+#[test]
+fn mount_without_cap_sys_admin_is_a_missing_capability() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("nocap");
+    let t = trace_in_private_ns(
+        "",
+        &format!(
+            "setpriv --bounding-set=-sys_admin mount -t tmpfs none {}",
+            dir.0.display()
+        ),
+    );
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(cause(m), "missing_capability", "{m}");
+    assert_eq!(
+        m["explanation"]["user_ns"]["inum"].as_u64(),
+        Some(self_user_ns())
+    );
+    assert!(m["explanation"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("own user namespace"));
+}
+
+#[test]
+fn ext4_in_a_user_namespace_is_not_userns_mountable() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace(&[
+        "unshare",
+        "-Urm",
+        "mount",
+        "-t",
+        "ext4",
+        "/dev/null",
+        "/mnt",
+    ]);
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(cause(m), "fs_type_not_userns_mountable", "{m}");
+    assert_eq!(m["explanation"]["user_ns"]["level"], 0);
+}
+
+#[test]
+fn landlock_sandbox_is_an_lsm_denial() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("landlock");
+    let t = trace_in_private_ns(
+        "",
+        &format!("{EXERCISE} landlock-mount {}", dir.0.display()),
+    );
+    // The helper entered the sandbox (it exits 3 if Landlock is missing)
+    // and its mount was refused.
+    assert_eq!(t.stdout.trim(), "mount -1 1", "{}", t.dump());
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(cause(m), "lsm_denied", "{m}");
+    // The fingerprint: no capability check inside the call (the helper's
+    // only traced call is this mount).
+    assert!(
+        !t.of_type("cap").iter().any(|c| c["tid"] == m["tid"]),
+        "{}",
+        t.dump()
+    );
+}
+
+#[test]
+fn seccomp_filter_is_a_seccomp_denial() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("seccomp");
+    let t = trace_in_private_ns("", &format!("{EXERCISE} seccomp-mount {}", dir.0.display()));
+    assert_eq!(t.stdout.trim(), "mount -1 1", "{}", t.dump());
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(m["no_entry"], true, "{m}");
+    assert_eq!(m["state"]["seccomp_mode"], 2);
+    assert_eq!(cause(m), "seccomp_denied", "{m}");
+}
+
+#[test]
+fn unshare_newuser_from_a_threaded_process_is_multithreaded() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace(&[EXERCISE, "threads-unshare"]);
+    assert_eq!(t.stdout.trim(), "unshare -1 22", "{}", t.dump());
+    check_explanations(&t);
+    let u = failed(&t, "unshare");
+    assert_eq!(cause(u), "multithreaded", "{u}");
+    assert_eq!(u["state"]["threads"], 2);
+}
+
+#[test]
+fn lowered_max_user_namespaces_is_a_namespace_limit() {
+    if !root_or_skip() {
+        return;
+    }
+    // The limit is per user namespace: lowered inside a new one, it leaves
+    // the machine alone.
+    let t = trace(&[
+        "unshare",
+        "-Ur",
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/user/max_user_namespaces && unshare -U true",
+    ]);
+    check_explanations(&t);
+    let u = failed(&t, "unshare");
+    assert_eq!(u["errno"], "ENOSPC");
+    assert_eq!(cause(u), "namespace_limit", "{u}");
+    assert!(u["explanation"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("max_{user}_namespaces"));
+}
+
+#[test]
+fn user_namespaces_nested_past_the_depth_limit() {
+    if !root_or_skip() {
+        return;
+    }
+    // 33 nested user namespaces succeed; the 34th unshare fails. Each maps
+    // root (-r): an unmapped caller gets EPERM instead (catalogue UN5).
+    let mut cmd: Vec<&str> = Vec::new();
+    for _ in 0..34 {
+        cmd.extend(["unshare", "-Ur"]);
+    }
+    cmd.push("true");
+    let t = trace(&cmd);
+    check_explanations(&t);
+    let u = failed(&t, "unshare");
+    assert_eq!(u["errno"], "ENOSPC");
+    assert_eq!(u["state"]["user_ns"]["level"], 33, "{u}");
+    assert_eq!(cause(u), "namespace_limit", "{u}");
+    assert!(
+        u["explanation"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("at most 32 levels"),
+        "{u}"
+    );
+}

@@ -150,6 +150,19 @@ impl Decoder {
         Ok(())
     }
 
+    /// An event nstrace itself observed (not from a kernel record), numbered
+    /// in the same sequence.
+    pub fn synthetic(&mut self, ts_ns: u64, pid: u32, comm: String, kind: EventKind) -> Event {
+        Event {
+            seq: self.next_seq(),
+            ts_ns,
+            pid,
+            tid: pid,
+            comm,
+            kind,
+        }
+    }
+
     /// A loss the kernel reported outside any record (at the end of a trace).
     pub fn trailing_loss(&mut self, count: u64, ts_ns: u64) -> Event {
         self.lost += count;

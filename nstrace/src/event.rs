@@ -89,6 +89,21 @@ pub enum EventKind {
         /// The line, without its trailing newline.
         text: String,
     },
+    /// The mount table of a mount namespace just created by a call, read
+    /// from `/proc/PID/mountinfo` by nstrace (not a kernel record).
+    Mounts {
+        /// The mount namespace.
+        mnt_ns: u32,
+        /// The user namespace that owns it.
+        user_ns: u32,
+        /// The copy crossed into a less privileged user namespace: every
+        /// mount but the root is locked (MNT_LOCKED), with its flags.
+        locked: bool,
+        /// The event that created the namespace.
+        created_by: u64,
+        /// The mounts.
+        mounts: Vec<crate::mounts::Mount>,
+    },
 }
 
 /// How a process ended, from its wait status.

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod flags;
 pub mod kernel_btf;
 pub mod model;
+pub mod mounts;
 pub mod output;
 pub mod probes;
 pub mod scope;

@@ -50,6 +50,21 @@ pub struct NsOrigin {
     pub from: u32,
 }
 
+/// A mount table recorded when a mount namespace was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountTable {
+    /// The `mounts` event.
+    pub seq: u64,
+    /// The event that created the namespace.
+    pub created_by: u64,
+    /// The owning user namespace.
+    pub user_ns: u32,
+    /// Whether the copy locked the mounts.
+    pub locked: bool,
+    /// The mounts, the namespace's root first.
+    pub mounts: Vec<crate::mounts::Mount>,
+}
+
 /// An event with what the model derived from it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Annotated {
@@ -82,6 +97,7 @@ pub struct Model {
     processes: HashMap<u32, Process>,
     seen_ns: HashSet<(usize, u32)>,
     origins: HashMap<(&'static str, u32), NsOrigin>,
+    mount_tables: HashMap<u32, MountTable>,
     seen_pids: HashSet<u32>,
     /// Running totals.
     pub counts: Counts,
@@ -106,6 +122,11 @@ impl Model {
             .and_then(|k| self.origins.get(&(*k, inum)))
     }
 
+    /// The mount table recorded when mount namespace `mnt_ns` was created.
+    pub fn mount_table(&self, mnt_ns: u32) -> Option<&MountTable> {
+        self.mount_tables.get(&mnt_ns)
+    }
+
     fn record_origins(&mut self, event: &Event, how: &str, created: bool, changes: &[NsChange]) {
         for c in changes.iter().filter(|c| c.first_seen) {
             self.origins.entry((c.kind, c.to)).or_insert(NsOrigin {
@@ -127,6 +148,25 @@ impl Model {
         match &event.kind {
             EventKind::Lost { count } => self.counts.lost += count,
             EventKind::Cap { .. } | EventKind::Klog { .. } => self.counts.events += 1,
+            EventKind::Mounts {
+                mnt_ns,
+                user_ns,
+                locked,
+                created_by,
+                mounts,
+            } => {
+                self.counts.events += 1;
+                self.mount_tables.insert(
+                    *mnt_ns,
+                    MountTable {
+                        seq: event.seq,
+                        created_by: *created_by,
+                        user_ns: *user_ns,
+                        locked: *locked,
+                        mounts: mounts.clone(),
+                    },
+                );
+            }
             EventKind::Syscall(sc) => {
                 self.counts.events += 1;
                 self.counts.syscalls += 1;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::Format;
 use crate::decode::Decoder;
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::explain::Explainer;
 use crate::kernel_btf::{BtfError, KernelBtf, VMLINUX_BTF};
 use crate::model::Model;
@@ -277,6 +277,25 @@ impl Pipeline {
         if !self.broken {
             if let Err(e) = self.sink.event(&ann) {
                 self.output_failed(&e);
+            }
+        }
+        // A new mount namespace: record its table now, while a process in it
+        // lives (the locks it got are the lineage later explanations cite).
+        if let Some(req) = crate::mounts::snapshot_request(&ann) {
+            if let Some(mounts) = crate::mounts::read_mountinfo(req.pid) {
+                let ev = self.decoder.synthetic(
+                    monotonic_ns(),
+                    req.pid,
+                    ann.event.comm.clone(),
+                    EventKind::Mounts {
+                        mnt_ns: req.mnt_ns,
+                        user_ns: req.user_ns,
+                        locked: req.locked,
+                        created_by: req.created_by,
+                        mounts,
+                    },
+                );
+                self.emit(ev);
             }
         }
     }

@@ -304,3 +304,49 @@ fn user_namespaces_nested_past_the_depth_limit() {
         "{u}"
     );
 }
+
+#[test]
+fn umount_of_a_masking_mount_is_a_locked_mount() {
+    if !root_or_skip() {
+        return;
+    }
+    let masked = masked_proc_file();
+    let t = trace_in_private_ns(
+        &format!("mount --bind /dev/null {masked} &&"),
+        &format!("unshare -Umr umount {masked}"),
+    );
+    check_explanations(&t);
+    let u = failed(&t, "umount2");
+    assert_eq!(u["errno"], "EINVAL");
+    assert_eq!(cause(u), "locked_mount", "{u}");
+    let e = &u["explanation"];
+    assert_eq!(e["mounts"], serde_json::json!([masked]));
+    let table_seq = t.of_type("mounts")[0]["seq"].clone();
+    assert!(
+        e["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|ev| ev["seq"] == table_seq),
+        "{e}"
+    );
+}
+
+#[test]
+fn remount_rw_of_a_locked_read_only_mount_is_locked_mount_flags() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("ro");
+    let d = dir.0.display().to_string();
+    let t = trace_in_private_ns(
+        &format!("mount -t tmpfs -o ro none {d} &&"),
+        &format!("unshare -Umr mount -o remount,bind,rw {d}"),
+    );
+    check_explanations(&t);
+    let m = failed(&t, "mount");
+    assert_eq!(m["errno"], "EPERM");
+    assert_eq!(cause(m), "locked_mount_flags", "{m}");
+    assert_eq!(m["explanation"]["flags"], serde_json::json!(["readonly"]));
+    assert_eq!(m["explanation"]["mounts"], serde_json::json!([d]));
+}

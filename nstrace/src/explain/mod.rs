@@ -21,6 +21,10 @@ pub enum Cause {
     FsTypeNotUsernsMountable,
     /// A new proc/sysfs mount would reveal what locked mounts hide.
     MountTooRevealing,
+    /// The mount is locked (MNT_LOCKED) in this namespace.
+    LockedMount,
+    /// The change would clear a locked mount flag.
+    LockedMountFlags,
     /// A Linux security module refused the call.
     LsmDenied,
     /// A seccomp filter refused the call before it ran.
@@ -40,6 +44,8 @@ impl Cause {
             Self::MissingCapability => "missing_capability",
             Self::FsTypeNotUsernsMountable => "fs_type_not_userns_mountable",
             Self::MountTooRevealing => "mount_too_revealing",
+            Self::LockedMount => "locked_mount",
+            Self::LockedMountFlags => "locked_mount_flags",
             Self::LsmDenied => "lsm_denied",
             Self::SeccompDenied => "seccomp_denied",
             Self::NamespaceLimit => "namespace_limit",
@@ -99,6 +105,11 @@ pub struct Explanation {
     pub capability: Option<String>,
     /// For `missing_capability`: the user namespace it was needed in.
     pub user_ns: Option<UserNsRef>,
+    /// For `locked_mount`, `locked_mount_flags` and `mount_too_revealing`:
+    /// the mounts concerned (mount points).
+    pub mounts: Vec<String>,
+    /// For `locked_mount_flags`: the locked flags the call would clear.
+    pub flags: Vec<String>,
 }
 
 impl Explanation {
@@ -111,6 +122,8 @@ impl Explanation {
             hint,
             capability: None,
             user_ns: None,
+            mounts: Vec::new(),
+            flags: Vec::new(),
         }
     }
 }

@@ -46,6 +46,19 @@ pub static RULES: &[Rule] = &[
         check: mount_too_revealing,
     },
     Rule {
+        cause: Cause::LockedMount,
+        condition: "U3: umount2 of a mount that is MNT_LOCKED, which every mount but the \
+                    root is after its mount namespace was copied into a less privileged user \
+                    namespace (UN13) (EINVAL)",
+        check: locked_mount,
+    },
+    Rule {
+        cause: Cause::LockedMountFlags,
+        condition: "RB2: a remount,bind that would clear a flag locked by that copy \
+                    (read-only, nodev, nosuid, noexec, atime) (EPERM, capability checks pass)",
+        check: locked_mount_flags,
+    },
+    Rule {
         cause: Cause::FsTypeNotUsernsMountable,
         condition: "N1: a new mount of a filesystem type without FS_USERNS_MOUNT needs \
                     CAP_SYS_ADMIN in the initial user namespace; seen as a failed check against \
@@ -171,6 +184,25 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
     }];
     evidence.extend(origin(ctx, "mnt", mnt));
     evidence.extend(origin(ctx, "user", st.mntns_owner));
+    let mut masks = Vec::new();
+    if let Some(table) = ctx.model.mount_table(mnt).filter(|t| t.locked) {
+        let found = crate::mounts::masking_mounts(&table.mounts, &fstype);
+        if !found.is_empty() {
+            evidence.push(Evidence::Event {
+                seq: table.seq,
+                what: format!(
+                    "locked when the mount namespace was copied (#{}): {}",
+                    table.created_by,
+                    found
+                        .iter()
+                        .map(|m| format!("{}: {}", m.mountpoint, m.describe()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            });
+            masks = found.iter().map(|m| m.mountpoint.clone()).collect();
+        }
+    }
     let granted = ctx
         .caps()
         .filter(|d| matches!(d, Decision::Cap { allowed: true, .. }))
@@ -180,12 +212,17 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
          {granted} capability check(s) during the call, all granted",
         st.mntns_owner
     )));
-    Some(Explanation::new(
+    let named = if masks.is_empty() {
+        String::new()
+    } else {
+        format!(" (here: {})", masks.join(", "))
+    };
+    let mut e = Explanation::new(
         Cause::MountTooRevealing,
         format!(
             "the kernel refused a new {fstype} mount as too revealing: the caller's mount \
              namespace is owned by a user namespace other than the initial one, and every \
-             {fstype} mount in it has locked mounts on top (masked paths) or is locked \
+             {fstype} mount in it has locked mounts on top (masked paths{named}) or is locked \
              read-only, so a fresh {fstype} mount would show what those mounts hide. The mounts \
              were locked when the mount namespace was copied into the less privileged user \
              namespace."
@@ -198,7 +235,129 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
              unmask=ALL), or bind-mount the existing /{} instead of mounting a new one",
             if fstype == "sysfs" { "sys" } else { "proc" }
         )),
-    ))
+    );
+    e.mounts = masks;
+    Some(e)
+}
+
+/// The mount at `path` in the locked table of the caller's mount namespace
+/// (not the namespace's root), with the table.
+fn locked_mount_at<'a>(
+    ctx: &'a Ctx,
+    path: &str,
+) -> Option<(&'a crate::model::MountTable, &'a crate::mounts::Mount)> {
+    let mnt = ctx.call.ns.inum[nstrace_common::ns::MNT];
+    let table = ctx.model.mount_table(mnt).filter(|t| t.locked)?;
+    let root = table.mounts.first()?.id;
+    // The last mount at a path is the visible one.
+    let m = table
+        .mounts
+        .iter()
+        .rev()
+        .find(|m| m.mountpoint == path && m.id != root)?;
+    Some((table, m))
+}
+
+fn lock_origin_text(table: &crate::model::MountTable) -> String {
+    format!(
+        "locked when #{} copied the mount namespace into user namespace {}",
+        table.created_by, table.user_ns
+    )
+}
+
+fn locked_mount(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.call.name != "umount2" || ctx.errno != EINVAL {
+        return None;
+    }
+    let path = ctx.str_arg("target")?;
+    let (table, m) = locked_mount_at(ctx, path)?;
+    let mut evidence = vec![Evidence::Event {
+        seq: table.seq,
+        what: format!("{path} ({}) was {}", m.describe(), lock_origin_text(table)),
+    }];
+    evidence.extend(origin(
+        ctx,
+        "mnt",
+        ctx.call.ns.inum[nstrace_common::ns::MNT],
+    ));
+    let mut e = Explanation::new(
+        Cause::LockedMount,
+        format!(
+            "{path} is a locked mount: it came with the mount namespace when that was copied \
+             into a less privileged user namespace, and such mounts cannot be unmounted (or \
+             moved) there, since that would reveal what they cover"
+        ),
+        evidence,
+        Some(
+            "unmount it in the original namespace before creating the user namespace (for a \
+             container: do not mask that path), or mount something on top of it instead"
+                .into(),
+        ),
+    );
+    e.mounts = vec![path.to_string()];
+    Some(e)
+}
+
+fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.call.name != "mount" || ctx.errno != EPERM {
+        return None;
+    }
+    let flags = ctx.flags("flags");
+    if !(flags.contains(&"MS_REMOUNT") && flags.contains(&"MS_BIND")) {
+        return None;
+    }
+    if ctx
+        .caps()
+        .any(|d| matches!(d, Decision::Cap { allowed: false, .. }))
+    {
+        return None;
+    }
+    let path = ctx.str_arg("target")?;
+    let (table, m) = locked_mount_at(ctx, path)?;
+    let locked = m.locked_flags();
+    let cleared: Vec<String> = [
+        ("readonly", "MS_RDONLY"),
+        ("nodev", "MS_NODEV"),
+        ("nosuid", "MS_NOSUID"),
+        ("noexec", "MS_NOEXEC"),
+    ]
+    .iter()
+    .filter(|(lock, flag)| locked.contains(lock) && !flags.contains(flag))
+    .map(|(lock, _)| lock.to_string())
+    .collect();
+    if cleared.is_empty() {
+        return None;
+    }
+    let mut e = Explanation::new(
+        Cause::LockedMountFlags,
+        format!(
+            "{path} has locked flags ({}) and this remount would clear {}: flags a mount had \
+             when its namespace was copied into a less privileged user namespace stay locked there",
+            locked.join(", "),
+            cleared.join(", ")
+        ),
+        vec![Evidence::Event {
+            seq: table.seq,
+            what: format!(
+                "{path} ({}, options {}) was {}",
+                m.describe(),
+                m.options.join(","),
+                lock_origin_text(table)
+            ),
+        }],
+        Some(format!(
+            "keep the locked flags in the remount (e.g. remount,bind,{}), or change them in \
+             the original namespace before the copy",
+            cleared
+                .iter()
+                .map(|f| if f == "readonly" { "ro" } else { f.as_str() })
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+    );
+    e.mounts = vec![path.to_string()];
+    e.flags = cleared;
+    Some(e)
 }
 
 /// The last denied capability check of the call.
@@ -581,7 +740,41 @@ mod tests {
 
     /// Runs the rules on one call with decisions.
     fn run(sc: Syscall, decisions: Vec<Decision>, hooks: Hooks) -> Explanation {
-        let model = Model::new();
+        run_with(&Model::new(), sc, decisions, hooks)
+    }
+
+    /// A model that recorded a locked copy of mount namespace 77 (seq 5, made by seq 4).
+    fn model_with_locked_table() -> Model {
+        let mut model = Model::new();
+        let mounts = crate::mounts::parse_mountinfo(
+            "1 0 0:1 / / rw - ext4 /dev/vda rw\n\
+             2 1 0:2 / /proc rw,nosuid - proc proc rw\n\
+             3 2 0:5 /null /proc/keys rw,nosuid - devtmpfs udev rw\n\
+             4 1 0:9 / /mnt ro,relatime - tmpfs none ro\n",
+        );
+        model.apply(Event {
+            seq: 5,
+            ts_ns: 0,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            kind: EventKind::Mounts {
+                mnt_ns: 77,
+                user_ns: CHILD.inum,
+                locked: true,
+                created_by: 4,
+                mounts,
+            },
+        });
+        model
+    }
+
+    fn in_ns_77(mut sc: Syscall) -> Syscall {
+        sc.ns.inum[nstrace_common::ns::MNT] = 77;
+        sc
+    }
+
+    fn run_with(model: &Model, sc: Syscall, decisions: Vec<Decision>, hooks: Hooks) -> Explanation {
         let event = Event {
             seq: 9,
             ts_ns: 0,
@@ -595,7 +788,7 @@ mod tests {
             call: &sc,
             errno: sc.errno().unwrap(),
             decisions: &decisions,
-            model: &model,
+            model,
             hooks,
         };
         explain(&ctx)
@@ -661,6 +854,90 @@ mod tests {
             what: "kernel log: VFS: Mount too revealing".into()
         }));
         assert!(e.hint.unwrap().contains("systempaths=unconfined"));
+    }
+
+    #[test]
+    fn too_revealing_names_the_locked_masks() {
+        let model = model_with_locked_table();
+        let d = vec![Decision::Klog {
+            seq: 9,
+            text: "VFS: Mount too revealing".into(),
+        }];
+        let e = run_with(
+            &model,
+            in_ns_77(mount_proc(in_child_userns())),
+            d,
+            ALL_HOOKS,
+        );
+        assert_eq!(e.cause, Cause::MountTooRevealing);
+        assert_eq!(e.mounts, ["/proc/keys"]);
+        assert!(e.evidence.iter().any(|ev| matches!(ev, Evidence::Event { seq: 5, what } if what.contains("/proc/keys: devtmpfs /null"))));
+    }
+
+    #[test]
+    fn umount_einval_of_a_locked_mount() {
+        let model = model_with_locked_table();
+        let umount = |path: &str| {
+            in_ns_77(call(
+                "umount2",
+                vec![("target", s(path)), ("flags", flags(&[]))],
+                22,
+                in_child_userns(),
+            ))
+        };
+        let e = run_with(&model, umount("/proc/keys"), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::LockedMount);
+        assert_eq!(e.mounts, ["/proc/keys"]);
+        // Not a mount point in the table (U2 territory), or the root: no claim.
+        assert_eq!(
+            run_with(&model, umount("/proc/keys/x"), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
+        assert_eq!(
+            run_with(&model, umount("/"), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
+        // Without a recorded table there is no evidence of a lock.
+        assert_eq!(
+            run(umount("/proc/keys"), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
+    }
+
+    #[test]
+    fn remount_bind_clearing_a_locked_flag() {
+        let model = model_with_locked_table();
+        let remount = |f: &[&str]| {
+            in_ns_77(call(
+                "mount",
+                vec![
+                    ("source", s("none")),
+                    ("target", s("/mnt")),
+                    ("fstype", ArgValue::Null),
+                    ("flags", flags(f)),
+                    ("data", ArgValue::Null),
+                ],
+                1,
+                in_child_userns(),
+            ))
+        };
+        let granted = vec![cap(3, true, CHILD, CHILD)];
+        let e = run_with(
+            &model,
+            remount(&["MS_REMOUNT", "MS_BIND"]),
+            granted.clone(),
+            ALL_HOOKS,
+        );
+        assert_eq!(e.cause, Cause::LockedMountFlags);
+        assert_eq!(e.flags, ["readonly"]);
+        // Keeping MS_RDONLY clears nothing locked: the rule does not claim it.
+        let e = run_with(
+            &model,
+            remount(&["MS_RDONLY", "MS_REMOUNT", "MS_BIND"]),
+            granted,
+            ALL_HOOKS,
+        );
+        assert_ne!(e.cause, Cause::LockedMountFlags);
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Lost { .. } => "lost",
         EventKind::Cap { .. } => "cap",
         EventKind::Klog { .. } => "klog",
+        EventKind::Mounts { .. } => "mounts",
     };
     m.insert("type".into(), json!(ty));
     m.insert("ts_ns".into(), json!(ev.ts_ns));
@@ -177,6 +178,33 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Klog { text } => {
             m.insert("text".into(), json!(text));
         }
+        EventKind::Mounts {
+            mnt_ns,
+            user_ns,
+            locked,
+            created_by,
+            mounts,
+        } => {
+            m.insert("mnt_ns".into(), json!(mnt_ns));
+            m.insert("user_ns".into(), json!(user_ns));
+            m.insert("locked".into(), json!(locked));
+            m.insert("created_by".into(), json!(created_by));
+            let list: Vec<Value> = mounts
+                .iter()
+                .map(|mt| {
+                    json!({
+                        "id": mt.id,
+                        "parent": mt.parent,
+                        "root": mt.root,
+                        "mountpoint": mt.mountpoint,
+                        "options": mt.options,
+                        "fstype": mt.fstype,
+                        "source": mt.source,
+                    })
+                })
+                .collect();
+            m.insert("mounts".into(), Value::Array(list));
+        }
     }
     Value::Object(m)
 }
@@ -215,6 +243,12 @@ pub fn explanation_json(e: &Explanation) -> Value {
     m.insert("hint".into(), json!(e.hint));
     if let Some(cap) = &e.capability {
         m.insert("capability".into(), json!(cap));
+    }
+    if !e.mounts.is_empty() {
+        m.insert("mounts".into(), json!(e.mounts));
+    }
+    if !e.flags.is_empty() {
+        m.insert("flags".into(), json!(e.flags));
     }
     if let Some(u) = &e.user_ns {
         m.insert(

@@ -134,6 +134,29 @@ impl<W: Write> Sink for TextSink<W> {
                 self.decisions.entry(ev.tid).or_default().push(line);
                 return Ok(());
             }
+            EventKind::Mounts {
+                mnt_ns,
+                user_ns,
+                locked,
+                mounts,
+                ..
+            } => {
+                if *locked {
+                    format!(
+                        "{}mount namespace {mnt_ns}: {} mounts copied into user namespace {user_ns}; all but its root are now locked{}",
+                        st.ns,
+                        mounts.len(),
+                        st.reset
+                    )
+                } else {
+                    format!(
+                        "{}mount namespace {mnt_ns}: {} mounts copied{}",
+                        st.dim,
+                        mounts.len(),
+                        st.reset
+                    )
+                }
+            }
             EventKind::Lost { count } => {
                 writeln!(
                     self.out,

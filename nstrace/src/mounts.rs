@@ -1,0 +1,230 @@
+//! Mount tables: `/proc/PID/mountinfo` parsed, and what a copy of a mount
+//! namespace into a less privileged user namespace locks.
+//!
+//! When a mount namespace is copied into one owned by a different user
+//! namespace, the kernel locks every mount but the copy's root (MNT_LOCKED)
+//! and locks the read-only, nodev, nosuid, noexec and atime flags each mount
+//! has (catalogue UN13). mountinfo does not show the locks, so they follow
+//! from the copy itself.
+
+use std::fmt::Write as _;
+
+/// One line of mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Mount id.
+    pub id: u32,
+    /// Parent mount id.
+    pub parent: u32,
+    /// Path inside the filesystem that is mounted (`/` for a whole fs; a
+    /// file or directory for a bind mount).
+    pub root: String,
+    /// Where it is mounted.
+    pub mountpoint: String,
+    /// Per-mount options (`ro`, `nosuid`, `nodev`, `noexec`, `relatime`, ...).
+    pub options: Vec<String>,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Mount source.
+    pub source: String,
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Some(oct) = s.get(i + 1..i + 4) {
+                if let Ok(v) = u8::from_str_radix(oct, 8) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    crate::event::escape_bytes(&out)
+}
+
+/// Parses mountinfo text; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let g: Vec<&str> = post.split(' ').collect();
+            if f.len() < 6 || g.len() < 2 {
+                return None;
+            }
+            Some(Mount {
+                id: f[0].parse().ok()?,
+                parent: f[1].parse().ok()?,
+                root: unescape(f[3]),
+                mountpoint: unescape(f[4]),
+                options: f[5].split(',').map(String::from).collect(),
+                fstype: g[0].to_string(),
+                source: unescape(g[1]),
+            })
+        })
+        .collect()
+}
+
+impl Mount {
+    /// Flags a copy into a less privileged user namespace locks on this
+    /// mount: `ro`, `nodev`, `nosuid`, `noexec` where set, and the atime mode.
+    pub fn locked_flags(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (opt, lock) in [
+            ("ro", "readonly"),
+            ("nodev", "nodev"),
+            ("nosuid", "nosuid"),
+            ("noexec", "noexec"),
+        ] {
+            if self.options.iter().any(|o| o == opt) {
+                out.push(lock);
+            }
+        }
+        out.push("atime");
+        out
+    }
+
+    /// "bind of devtmpfs /null" or "tmpfs" or "proc /sys, read-only".
+    pub fn describe(&self) -> String {
+        let mut s = self.fstype.clone();
+        if self.root != "/" {
+            let _ = write!(s, " {} (a bind mount)", self.root);
+        }
+        if self.options.iter().any(|o| o == "ro") {
+            s.push_str(", read-only");
+        }
+        s
+    }
+
+    /// Whether this mount sits below `dir` (a mount point), not at it.
+    pub fn is_below(&self, dir: &str) -> bool {
+        let dir = dir.trim_end_matches('/');
+        self.mountpoint.len() > dir.len() + 1
+            && self.mountpoint.starts_with(dir)
+            && self.mountpoint.as_bytes()[dir.len()] == b'/'
+    }
+}
+
+/// Reads `/proc/PID/mountinfo`; `None` if the process is gone.
+pub fn read_mountinfo(pid: u32) -> Option<Vec<Mount>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    Some(parse_mountinfo(&text))
+}
+
+/// The mounts that hide parts of the `fstype` mounts (proc, sysfs) of a
+/// table: mounts on top of paths below them. These are what make a new
+/// mount of that type "too revealing" once they are locked.
+pub fn masking_mounts<'a>(mounts: &'a [Mount], fstype: &str) -> Vec<&'a Mount> {
+    let roots: Vec<&Mount> = mounts
+        .iter()
+        .filter(|m| m.fstype == fstype && m.root == "/")
+        .collect();
+    mounts
+        .iter()
+        .filter(|m| roots.iter().any(|r| m.is_below(&r.mountpoint)))
+        .collect()
+}
+
+/// What to snapshot after an event: the mount table of a mount namespace
+/// the event just created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// A process in the new namespace.
+    pub pid: u32,
+    /// The new mount namespace.
+    pub mnt_ns: u32,
+    /// Its owning user namespace.
+    pub user_ns: u32,
+    /// Whether the copy crossed into a different user namespace (locking).
+    pub locked: bool,
+    /// The event that created it.
+    pub created_by: u64,
+}
+
+/// Whether `ann` created a mount namespace whose table should be recorded.
+pub fn snapshot_request(ann: &crate::model::Annotated) -> Option<SnapshotRequest> {
+    use crate::event::EventKind;
+    use nstrace_common::ns;
+    let ev = &ann.event;
+    let new_mnt = ann
+        .ns_changes
+        .iter()
+        .find(|c| c.kind == "mnt" && c.first_seen)?;
+    let user_changed = ann.ns_changes.iter().any(|c| c.kind == "user");
+    let (user_ns, locked) = match &ev.kind {
+        EventKind::Syscall(sc) if sc.name == "unshare" && sc.errno().is_none() => {
+            let user_ns = sc.ns.inum[ns::USER];
+            (user_ns, user_changed || sc.state.mntns_owner != user_ns)
+        }
+        // A child born into a new mount namespace (clone/clone3).
+        EventKind::Fork { ns: child, .. } => (child.inum[ns::USER], user_changed),
+        _ => return None,
+    };
+    Some(SnapshotRequest {
+        pid: ev.pid,
+        mnt_ns: new_mnt.to,
+        user_ns,
+        locked,
+        created_by: ev.seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCKER_LIKE: &str = "\
+600 500 0:50 / / rw,relatime - overlay overlay rw,lowerdir=/l
+601 600 0:51 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+602 601 0:52 / /proc/acpi ro,relatime - tmpfs tmpfs ro
+603 601 0:5 /null /proc/keys rw,nosuid - devtmpfs udev rw,size=10m
+604 601 0:51 /sys /proc/sys ro,nosuid,nodev,noexec,relatime - proc proc rw
+605 600 0:53 / /dev rw,nosuid - tmpfs tmpfs rw
+606 600 0:54 / /my\\040dir rw - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn parses_mountinfo_with_escapes() {
+        let m = parse_mountinfo(DOCKER_LIKE);
+        assert_eq!(m.len(), 7);
+        assert_eq!(m[3].mountpoint, "/proc/keys");
+        assert_eq!(m[3].root, "/null");
+        assert_eq!(m[3].fstype, "devtmpfs");
+        assert_eq!(m[6].mountpoint, "/my dir");
+        assert!(parse_mountinfo("garbage\n1 2 3\n").is_empty());
+    }
+
+    #[test]
+    fn masking_mounts_are_those_below_proc() {
+        let m = parse_mountinfo(DOCKER_LIKE);
+        let masks: Vec<&str> = masking_mounts(&m, "proc")
+            .iter()
+            .map(|m| m.mountpoint.as_str())
+            .collect();
+        assert_eq!(masks, ["/proc/acpi", "/proc/keys", "/proc/sys"]);
+        assert!(masking_mounts(&m, "sysfs").is_empty());
+    }
+
+    #[test]
+    fn descriptions_and_locked_flags() {
+        let m = parse_mountinfo(DOCKER_LIKE);
+        assert_eq!(m[3].describe(), "devtmpfs /null (a bind mount)");
+        assert_eq!(m[4].describe(), "proc /sys (a bind mount), read-only");
+        assert_eq!(
+            m[4].locked_flags(),
+            ["readonly", "nodev", "nosuid", "noexec", "atime"]
+        );
+        assert_eq!(m[5].locked_flags(), ["nosuid", "atime"]);
+        assert!(!m[1].is_below("/proc"));
+        assert!(m[2].is_below("/proc"));
+        assert!(!m[2].is_below("/pro"));
+    }
+}

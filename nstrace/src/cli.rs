@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,6 +30,7 @@ pub enum Color {
 #[command(
     name = "nstrace",
     version,
+    args_conflicts_with_subcommands = true,
     about = "Trace namespace and mount syscalls (unshare, setns, clone, mount, pivot_root, fsmount, ...) \
              of a command and its descendants, with eBPF.",
     after_help = "Examples:\n  sudo nstrace -- unshare -Ur mount -t proc proc /proc\n  \
@@ -39,6 +40,50 @@ pub enum Color {
                   failed, 126 if the command could not be executed, 127 if it was not found."
 )]
 pub struct Cli {
+    /// Work on a recorded trace instead of tracing.
+    #[command(subcommand)]
+    pub command_mode: Option<Command>,
+
+    /// Tracing options.
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+/// Subcommands that read a recorded trace.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Explain every failed call of a recorded NDJSON trace (FILE, or - for
+    /// standard input), re-derived from the recorded events alone.
+    Explain {
+        /// Output: the failures in plain words, or NDJSON explanation records.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// The trace (`nstrace --format ndjson -o FILE ...`), or - for stdin.
+        file: PathBuf,
+    },
+    /// The namespace hierarchy of a recorded trace: user namespaces, the
+    /// namespaces each owns, and the processes in them.
+    Tree {
+        /// Output: an indented tree, or Graphviz dot.
+        #[arg(long, value_enum, default_value_t = TreeFormat::Text)]
+        format: TreeFormat,
+        /// The trace, or - for stdin.
+        file: PathBuf,
+    },
+}
+
+/// Output of `nstrace tree`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TreeFormat {
+    /// Indented text.
+    Text,
+    /// Graphviz dot.
+    Dot,
+}
+
+/// What to trace and how to write it.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
     /// Trace this running process and the children it starts from now on.
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "all")]
     pub pid: Option<u32>,
@@ -76,7 +121,7 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
-impl Cli {
+impl TraceArgs {
     /// Checks combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         if self.command.is_empty() && self.pid.is_none() && !self.all {
@@ -131,16 +176,44 @@ mod tests {
             "nstrace", "--format", "ndjson", "--", "unshare", "-Ur", "-p",
         ])
         .unwrap();
-        assert_eq!(cli.format, Format::Ndjson);
-        assert_eq!(cli.command, ["unshare", "-Ur", "-p"]);
-        assert!(cli.validate().is_ok());
+        assert_eq!(cli.trace.format, Format::Ndjson);
+        assert_eq!(cli.trace.command, ["unshare", "-Ur", "-p"]);
+        assert!(cli.trace.validate().is_ok());
+        // A command named like a subcommand runs after --.
+        let cli = Cli::try_parse_from(["nstrace", "--", "explain", "x"]).unwrap();
+        assert!(cli.command_mode.is_none());
+        assert_eq!(cli.trace.command, ["explain", "x"]);
+        // Without --, a command that is not a subcommand still runs.
+        let cli = Cli::try_parse_from(["nstrace", "true"]).unwrap();
+        assert_eq!(cli.trace.command, ["true"]);
     }
 
     #[test]
     fn needs_something_to_trace() {
         let cli = Cli::try_parse_from(["nstrace"]).unwrap();
-        assert!(cli.validate().is_err());
+        assert!(cli.trace.validate().is_err());
         assert!(Cli::try_parse_from(["nstrace", "-p", "1", "--all"]).is_err());
         assert!(Cli::try_parse_from(["nstrace", "--format", "xml", "true"]).is_err());
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli =
+            Cli::try_parse_from(["nstrace", "explain", "--format", "ndjson", "t.ndjson"]).unwrap();
+        assert!(matches!(
+            cli.command_mode,
+            Some(Command::Explain {
+                format: Format::Ndjson,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["nstrace", "tree", "--format", "dot", "-"]).unwrap();
+        assert!(matches!(
+            cli.command_mode,
+            Some(Command::Tree {
+                format: TreeFormat::Dot,
+                ..
+            })
+        ));
     }
 }

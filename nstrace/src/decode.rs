@@ -60,6 +60,11 @@ impl Decoder {
         Self::default()
     }
 
+    /// Takes the next sequence number for a line that is not an event.
+    pub fn take_seq(&mut self) -> u64 {
+        self.next_seq()
+    }
+
     /// The sequence number of the last event made (0 before the first).
     pub fn last_seq(&self) -> u64 {
         self.seq

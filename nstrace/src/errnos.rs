@@ -166,6 +166,24 @@ pub fn errno_name(errno: i32) -> Option<&'static str> {
         .map(|(_, name, _)| *name)
 }
 
+/// The errno value of a symbolic name (`EPERM` -> 1).
+pub fn errno_value(name: &str) -> Option<i32> {
+    ERRNOS
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .map(|(v, _, _)| *v)
+}
+
+/// The signal number of a name from [`signal_name`].
+pub fn signal_value(name: &str) -> Option<i32> {
+    (1..=64).find(|&sig| signal_name(sig) == name)
+}
+
+/// The capability number of a name from [`capability_name`].
+pub fn capability_value(name: &str) -> Option<i32> {
+    (0..64).find(|&cap| capability_name(cap) == name)
+}
+
 /// The C library's message for an errno value ("Operation not permitted").
 pub fn errno_message(errno: i32) -> Option<&'static str> {
     ERRNOS
@@ -281,6 +299,19 @@ mod tests {
         assert_eq!(errno_message(1), Some("Operation not permitted"));
         assert_eq!(errno_name(0), None);
         assert_eq!(errno_name(4095), None);
+    }
+
+    #[test]
+    fn names_map_back_to_numbers() {
+        for e in 1..=133 {
+            if let Some(n) = errno_name(e) {
+                assert_eq!(errno_value(n), Some(e), "{n}");
+            }
+        }
+        assert_eq!(signal_value("SIGTERM"), Some(15));
+        assert_eq!(signal_value("SIGRTMIN+2"), Some(34));
+        assert_eq!(capability_value("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(errno_value("ENOTANERRNO"), None);
     }
 
     #[test]

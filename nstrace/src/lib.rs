@@ -7,6 +7,7 @@
 //! [`trace`] runs a session; [`scope`] decides and launches what is traced.
 
 pub mod cli;
+pub mod commands;
 pub mod decode;
 pub mod errnos;
 pub mod event;
@@ -17,6 +18,8 @@ pub mod model;
 pub mod mounts;
 pub mod output;
 pub mod probes;
+pub mod replay;
 pub mod scope;
 pub mod syscalls;
 pub mod trace;
+pub mod tree;

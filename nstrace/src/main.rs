@@ -4,12 +4,60 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nstrace::cli::{Cli, Color};
+use nstrace::cli::{Cli, Color, Command};
 use nstrace::scope::Scope;
 use nstrace::trace::{self, TraceOptions, EXIT_NSTRACE_FAILED};
 
+/// Opens FILE, or standard input for `-`.
+fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRead>> {
+    if path.as_os_str() == "-" {
+        Ok(Box::new(std::io::stdin().lock()))
+    } else {
+        Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+            path,
+        )?)))
+    }
+}
+
+/// Runs `explain` or `tree` and returns the exit status (2 if the input
+/// cannot be read at all).
+fn replay(command: Command) -> i32 {
+    let file = match &command {
+        Command::Explain { file, .. } | Command::Tree { file, .. } => file.clone(),
+    };
+    let name = file.display().to_string();
+    let input = match open_input(&file) {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("nstrace: cannot read {name}: {e}");
+            return 2;
+        }
+    };
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let result = match command {
+        Command::Explain { format, .. } => {
+            nstrace::commands::explain(input, &name, format, &mut out, &mut err)
+        }
+        Command::Tree { format, .. } => {
+            nstrace::commands::tree(input, &name, format, &mut out, &mut err)
+        }
+    };
+    match result {
+        Ok(stats) => stats.exit_code(),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("nstrace: {e}");
+            2
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(command) = cli.command_mode.take() {
+        return ExitCode::from(u8::try_from(replay(command)).unwrap_or(2));
+    }
+    let cli = cli.trace;
     if let Err(msg) = cli.validate() {
         eprintln!("nstrace: {msg}");
         return ExitCode::from(2);

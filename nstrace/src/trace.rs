@@ -134,6 +134,13 @@ fn thread_group_of(pid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Runs a whole session and returns nstrace's exit status.
 pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     if !has_bpf_privileges() {
@@ -219,6 +226,20 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     }
     let ring = probes.take_events()?;
     let hooks = probes.hooks();
+    let mut decoder = Decoder::new();
+    let mut sink = sink;
+    let start = crate::output::StartInfo {
+        seq: decoder.take_seq(),
+        ts_ns: monotonic_ns(),
+        hooks,
+        kernel: kernel_release(),
+    };
+    if let Err(e) = sink.start(&start) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("nstrace: cannot write the trace: {e}");
+        }
+        return Ok(EXIT_BROKEN_PIPE);
+    }
     let launched = match opts.scope.command() {
         Some(argv) => Some(Launched::spawn(argv)?),
         None => None,
@@ -232,7 +253,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         launched,
         scope: opts.scope,
         pipeline: Pipeline {
-            decoder: Decoder::new(),
+            decoder,
             model: Model::new(),
             explainer: Explainer::new(hooks),
             sink,

@@ -350,3 +350,132 @@ fn remount_rw_of_a_locked_read_only_mount_is_locked_mount_flags() {
     assert_eq!(m["explanation"]["flags"], serde_json::json!(["readonly"]));
     assert_eq!(m["explanation"]["mounts"], serde_json::json!([d]));
 }
+
+#[test]
+fn explain_re_derives_the_live_explanations_from_the_file() {
+    if !root_or_skip() {
+        return;
+    }
+    let masked = masked_proc_file();
+    let dir = Scratch::new("replay");
+    let file = dir.path("trace.ndjson");
+    let script = format!(
+        "mount --bind /dev/null {masked} && exec timeout -k 5 {TIMEOUT} {NSTRACE} --format ndjson -o {} -- \
+         sh -c 'unshare -Umpfr mount -t proc proc /proc; unshare -Umr umount {masked}; \
+         unshare -Ur mount -t proc proc /proc; {EXERCISE} threads-unshare; true'",
+        file.display()
+    );
+    let status = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let live = finish(
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+        &file,
+    );
+    let live_explained: Vec<(Value, Value)> = live
+        .of_type("syscall")
+        .into_iter()
+        .filter_map(|l| l.get("explanation").map(|e| (l["seq"].clone(), e.clone())))
+        .collect();
+    assert!(live_explained.len() >= 4, "{}", live.dump());
+
+    let replay = |path: &std::path::Path| {
+        Command::new(NSTRACE)
+            .args(["explain", "--format", "ndjson"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = replay(&file);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replayed: Vec<(Value, Value)> = records
+        .iter()
+        .map(|r| (r["seq"].clone(), r["explanation"].clone()))
+        .collect();
+    assert_eq!(
+        replayed, live_explained,
+        "explain must say what the live trace said"
+    );
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/ndjson.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for r in &records {
+        assert!(validator.is_valid(r), "{r}");
+    }
+
+    // A truncated copy with a damaged line: each bad line is named, the
+    // rest is still explained, and the exit status says something was wrong.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(3, "{this is not json");
+    let cut = lines.join("\n");
+    let cut = &cut[..cut.len() - 40];
+    let damaged = dir.path("damaged.ndjson");
+    std::fs::write(&damaged, cut).unwrap();
+    let out = replay(&damaged);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("damaged.ndjson:4: not JSON"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        live_explained.len()
+    );
+
+    // The text form, from standard input.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{NSTRACE} explain - < {}", file.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(mount_too_revealing)") && text.contains("(locked_mount)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("--- nstrace explain: "),
+        "{text}"
+    );
+
+    // The tree: the new user namespaces hang below the initial one.
+    let out = Command::new(NSTRACE)
+        .arg("tree")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.starts_with("user "), "{tree}");
+    assert!(
+        tree.contains("(initial)") && tree.contains("\n  user ") && tree.contains("(level 1"),
+        "{tree}"
+    );
+    let out = Command::new(NSTRACE)
+        .args(["tree", "--format", "dot"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let dot = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dot.starts_with("digraph namespaces {") && dot.contains(" -> "),
+        "{dot}"
+    );
+}

@@ -20,8 +20,25 @@ pub struct Summary {
     pub exit_code: Option<i32>,
 }
 
+/// What the first line of a trace says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartInfo {
+    /// Sequence number (1).
+    pub seq: u64,
+    /// CLOCK_MONOTONIC time tracing started.
+    pub ts_ns: u64,
+    /// Which decision hooks are attached (what `explain` may rely on).
+    pub hooks: crate::explain::Hooks,
+    /// The running kernel's release.
+    pub kernel: String,
+}
+
 /// Where events go.
 pub trait Sink {
+    /// Writes the start of the trace (NDJSON only; the timeline has no header).
+    fn start(&mut self, _info: &StartInfo) -> io::Result<()> {
+        Ok(())
+    }
     /// Writes one event. An error (such as a closed pipe) ends the trace.
     fn event(&mut self, ev: &Annotated) -> io::Result<()>;
     /// Writes the summary and flushes.

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
-use super::{Sink, Summary};
+use super::{Sink, StartInfo, Summary};
 use crate::errnos::{capability_name, errno_name, signal_name};
 use crate::event::{ArgValue, Event, EventKind, ExitStatus, NS_NAMES};
 use crate::explain::{Evidence, Explanation};
@@ -40,6 +40,22 @@ impl<W: Write> NdjsonSink<W> {
 }
 
 impl<W: Write> Sink for NdjsonSink<W> {
+    fn start(&mut self, info: &StartInfo) -> io::Result<()> {
+        let v = json!({
+            "v": FORMAT_VERSION,
+            "seq": info.seq,
+            "type": "start",
+            "ts_ns": info.ts_ns,
+            "pid": 0,
+            "tid": 0,
+            "comm": "",
+            "nstrace": env!("CARGO_PKG_VERSION"),
+            "kernel": info.kernel,
+            "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog},
+        });
+        self.write_value(&v)
+    }
+
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
         let mut v = event_json(&ev.event);
         if let (Some(e), Value::Object(m)) = (&ev.explanation, &mut v) {

@@ -44,7 +44,7 @@ pub struct TextSink<W: Write> {
     /// The kernel's decisions during each thread's call in flight, shown
     /// under the call if it fails (a successful call's checks are noise,
     /// such as fork's memory-accounting check).
-    decisions: HashMap<u32, Vec<String>>,
+    decisions: HashMap<u32, Vec<(u64, String)>>,
 }
 
 impl<W: Write> TextSink<W> {
@@ -56,6 +56,13 @@ impl<W: Write> TextSink<W> {
             start_ns: None,
             decisions: HashMap::new(),
         }
+    }
+}
+
+impl<W: Write> TextSink<W> {
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.out
     }
 }
 
@@ -120,7 +127,10 @@ impl<W: Write> Sink for TextSink<W> {
                     target.owner,
                     st.reset
                 );
-                self.decisions.entry(ev.tid).or_default().push(line);
+                self.decisions
+                    .entry(ev.tid)
+                    .or_default()
+                    .push((ev.ts_ns, line));
                 return Ok(());
             }
             EventKind::Klog { text } => {
@@ -131,7 +141,10 @@ impl<W: Write> Sink for TextSink<W> {
                     sanitize(text),
                     st.reset
                 );
-                self.decisions.entry(ev.tid).or_default().push(line);
+                self.decisions
+                    .entry(ev.tid)
+                    .or_default()
+                    .push((ev.ts_ns, line));
                 return Ok(());
             }
             EventKind::Mounts {
@@ -191,7 +204,8 @@ impl<W: Write> Sink for TextSink<W> {
         let decisions = self.decisions.remove(&ev.tid).unwrap_or_default();
         match &ev.kind {
             EventKind::Syscall(sc) if sc.errno().is_some() => {
-                for d in decisions {
+                // Only what happened since the call was entered belongs to it.
+                for (_, d) in decisions.iter().filter(|(ts, _)| *ts >= ev.ts_ns) {
                     line.push_str(&format!("{pad}{d}\n"));
                 }
             }
@@ -407,10 +421,11 @@ mod tests {
     fn decisions_show_under_failed_calls_only() {
         let mut buf = Vec::new();
         let mut sink = TextSink::new(&mut buf, false);
-        let cap = |seq| Annotated {
+        // A decision at time `ts`; the failed call below entered at 5.
+        let cap = |seq, ts_ns| Annotated {
             event: Event {
                 seq,
-                ts_ns: 1,
+                ts_ns,
                 pid: 77,
                 tid: 77,
                 comm: "x".into(),
@@ -425,16 +440,21 @@ mod tests {
             ns_changes: vec![],
             explanation: None,
         };
-        sink.event(&cap(1)).unwrap();
+        sink.event(&cap(1, 1)).unwrap();
         let mut ok = unshare_failed();
         if let EventKind::Syscall(sc) = &mut ok.event.kind {
             sc.ret = 0;
         }
         sink.event(&ok).unwrap();
-        sink.event(&cap(3)).unwrap();
+        sink.event(&cap(2, 2)).unwrap();
+        sink.event(&cap(3, 6)).unwrap();
         sink.event(&unshare_failed()).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(!text.contains("#1 capability"), "{text}");
+        assert!(
+            !text.contains("#2 capability"),
+            "before the call's entry: {text}"
+        );
         assert!(text.contains("#3 capability CAP_SYS_ADMIN"), "{text}");
         let call = text.find("= -1 EINVAL").unwrap();
         assert!(

@@ -172,6 +172,33 @@ pub struct CapRecord {
     pub _pad: u32,
 }
 
+/// The kernel's own view of a mount nstrace holds an fd to, read by the
+/// probe program (see [`Config::probe_nr`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountProbe {
+    /// `struct mount.mnt_id` (the id in mountinfo).
+    pub mnt_id: u32,
+    /// `vfsmount.mnt_flags` (MNT_LOCKED and the MNT_LOCK_* bits among them).
+    pub flags: u32,
+}
+
+/// `mnt_flags` bits (stable since Linux 3.x; BTF enum values on 6.18).
+pub mod mnt_flags {
+    /// Atime mode locked.
+    pub const LOCK_ATIME: u32 = 0x04_0000;
+    /// noexec locked.
+    pub const LOCK_NOEXEC: u32 = 0x08_0000;
+    /// nosuid locked.
+    pub const LOCK_NOSUID: u32 = 0x10_0000;
+    /// nodev locked.
+    pub const LOCK_NODEV: u32 = 0x20_0000;
+    /// Read-only locked.
+    pub const LOCK_READONLY: u32 = 0x40_0000;
+    /// The mount itself is locked to its parent.
+    pub const LOCKED: u32 = 0x80_0000;
+}
+
 /// Bytes kept of a kernel log line.
 pub const KLOG_LEN: usize = 256;
 
@@ -359,6 +386,22 @@ pub struct Offsets {
     pub pidns_level: u32,
     /// `net.user_ns`.
     pub netns_user_ns: u32,
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `file.f_path.mnt`.
+    pub file_path_mnt: u32,
+    /// `vfsmount.mnt_flags`.
+    pub vfsmount_flags: u32,
+    /// Offset of `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    /// `struct mount.mnt_id`.
+    pub mount_id: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
     /// r10, r8, r9; arm64: regs[0..6]).
     pub regs_arg: [u32; 6],
@@ -403,6 +446,14 @@ impl Offsets {
         pidns_user_ns: NO_OFFSET,
         pidns_level: NO_OFFSET,
         netns_user_ns: NO_OFFSET,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdtable_max_fds: NO_OFFSET,
+        fdtable_fd: NO_OFFSET,
+        file_path_mnt: NO_OFFSET,
+        vfsmount_flags: NO_OFFSET,
+        mount_mnt: NO_OFFSET,
+        mount_id: NO_OFFSET,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,
         binprm_filename: NO_OFFSET,
@@ -420,6 +471,12 @@ pub struct Config {
     /// Thread-group id whose new child processes become tracked (nstrace
     /// itself when it launches the command; 0 for none).
     pub launcher_pid: u32,
+    /// nstrace's own thread-group id.
+    pub self_pid: u32,
+    /// A syscall that, made by nstrace itself with an fd as first argument,
+    /// asks the programs to read that fd's mount into MOUNT_PROBE (0: none).
+    /// A rare call that fails harmlessly on an O_PATH fd (syncfs).
+    pub probe_nr: u32,
     /// Bit `nr` set: syscall `nr` is traced (checked before anything else,
     /// so that other syscalls cost one load and a test).
     pub syscalls: [u64; (MAX_SYSCALL_NR / 64) as usize],
@@ -443,6 +500,8 @@ pub mod names {
     pub const TRACKED: &str = "TRACKED";
     /// Per-CPU count of records not yet reported as lost.
     pub const LOST: &str = "LOST";
+    /// Mount probe results by fd.
+    pub const MOUNT_PROBE: &str = "MOUNT_PROBE";
     /// The [`crate::ArgSpec`] table.
     pub const ARG_SPECS: &str = "ARG_SPECS";
     /// The map holding the [`crate::Config`].
@@ -469,6 +528,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ArgSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MountProbe {}
 }
 
 #[cfg(test)]
@@ -480,6 +541,8 @@ mod tests {
         let mut cfg = Config {
             trace_all: 0,
             launcher_pid: 0,
+            self_pid: 0,
+            probe_nr: 0,
             syscalls: [0; (MAX_SYSCALL_NR / 64) as usize],
             offsets: Offsets::UNRESOLVED,
         };

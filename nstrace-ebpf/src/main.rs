@@ -17,9 +17,9 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use nstrace_common::{
-    ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord, NsIds,
-    RecordKind, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN, BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR,
-    NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
+    ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord,
+    MountProbe, NsIds, RecordKind, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN, BLOB_LEN,
+    KLOG_LEN, MAX_SYSCALL_NR, NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -46,6 +46,10 @@ static SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0)
 /// reported in a later record's `lost_before`.
 #[map]
 static LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The kernel's view of mounts nstrace holds fds to, by fd.
+#[map]
+static MOUNT_PROBE: HashMap<u32, MountProbe> = HashMap::with_max_entries(1024, 0);
 
 /// How to capture each syscall's arguments, indexed by syscall number.
 #[map]
@@ -233,6 +237,31 @@ fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
     }
 }
 
+/// nstrace's own request: the mount of fd `args[0]` of the current task
+/// (files->fdt->fd[n]->f_path.mnt), its id and flags, into MOUNT_PROBE.
+#[inline(always)]
+fn probe_mount(cfg: &Config, regs: u64) {
+    let o = &cfg.offsets;
+    let fd: u64 = kread(regs, o.regs_arg[0]).unwrap_or(u64::MAX);
+    let files: u64 = kread(current_task(), o.task_files).unwrap_or(0);
+    let fdt: u64 = kread(files, o.files_fdt).unwrap_or(0);
+    let max: u32 = kread(fdt, o.fdtable_max_fds).unwrap_or(0);
+    if fd >= max as u64 {
+        return;
+    }
+    let fds: u64 = kread(fdt, o.fdtable_fd).unwrap_or(0);
+    let file: u64 = kread(fds, (fd * 8) as u32).unwrap_or(0);
+    let mnt: u64 = kread(file, o.file_path_mnt).unwrap_or(0);
+    if mnt == 0 || o.mount_mnt == NO_OFFSET {
+        return;
+    }
+    let probe = MountProbe {
+        mnt_id: kread(mnt - o.mount_mnt as u64, o.mount_id).unwrap_or(0),
+        flags: kread(mnt, o.vfsmount_flags).unwrap_or(0),
+    };
+    let _ = MOUNT_PROBE.insert(fd as u32, probe, 0);
+}
+
 /// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -240,6 +269,13 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let nr: u64 = ctx.arg(1);
+    if cfg.probe_nr != 0 && nr == cfg.probe_nr as u64 {
+        let (pid, _) = current_ids();
+        if pid == cfg.self_pid {
+            probe_mount(cfg, ctx.arg(0));
+        }
+        return 0;
+    }
     if !cfg.traces_syscall(nr) {
         return 0;
     }

@@ -220,6 +220,14 @@ impl KernelBtf {
         o.pidns_user_ns = get("pid_namespace", "user_ns");
         o.pidns_level = get("pid_namespace", "level");
         o.netns_user_ns = get("net", "user_ns");
+        o.task_files = get("task_struct", "files");
+        o.files_fdt = get("files_struct", "fdt");
+        o.fdtable_max_fds = get("fdtable", "max_fds");
+        o.fdtable_fd = get("fdtable", "fd");
+        o.file_path_mnt = get("file", "f_path.mnt");
+        o.vfsmount_flags = get("vfsmount", "mnt_flags");
+        o.mount_mnt = get("mount", "mnt");
+        o.mount_id = get("mount", "mnt_id");
         let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
             let off = match reg {

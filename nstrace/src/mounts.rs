@@ -27,6 +27,38 @@ pub struct Mount {
     pub fstype: String,
     /// Mount source.
     pub source: String,
+    /// The kernel's own flags for this mount, when nstrace could read them.
+    pub kernel: Option<KernelMount>,
+}
+
+/// A mount as the kernel itself sees it (read from BPF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelMount {
+    /// `vfsmount.mnt_flags`.
+    pub flags: u32,
+}
+
+impl KernelMount {
+    /// MNT_LOCKED: the mount is locked to its parent.
+    pub fn locked(&self) -> bool {
+        self.flags & nstrace_common::mnt_flags::LOCKED != 0
+    }
+
+    /// Names of the MNT_LOCK_* bits set, as in [`Mount::locked_flags`].
+    pub fn locks(&self) -> Vec<&'static str> {
+        use nstrace_common::mnt_flags as f;
+        [
+            (f::LOCK_READONLY, "readonly"),
+            (f::LOCK_NODEV, "nodev"),
+            (f::LOCK_NOSUID, "nosuid"),
+            (f::LOCK_NOEXEC, "noexec"),
+            (f::LOCK_ATIME, "atime"),
+        ]
+        .iter()
+        .filter(|(bit, _)| self.flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect()
+    }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -68,15 +100,25 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
                 options: f[5].split(',').map(String::from).collect(),
                 fstype: g[0].to_string(),
                 source: unescape(g[1]),
+                kernel: None,
             })
         })
         .collect()
 }
 
 impl Mount {
+    /// The locked flags: the kernel's own when known, else what a copy into
+    /// a less privileged user namespace locks (see [`Mount::copy_locks`]).
+    pub fn locked_flags(&self) -> Vec<&'static str> {
+        match &self.kernel {
+            Some(k) => k.locks(),
+            None => self.copy_locks(),
+        }
+    }
+
     /// Flags a copy into a less privileged user namespace locks on this
     /// mount: `ro`, `nodev`, `nosuid`, `noexec` where set, and the atime mode.
-    pub fn locked_flags(&self) -> Vec<&'static str> {
+    pub fn copy_locks(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         for (opt, lock) in [
             ("ro", "readonly"),
@@ -111,6 +153,40 @@ impl Mount {
             && self.mountpoint.starts_with(dir)
             && self.mountpoint.as_bytes()[dir.len()] == b'/'
     }
+}
+
+/// Opens `mountpoint` inside the mount namespace and root of `pid`, as an
+/// O_PATH descriptor resolved with RESOLVE_IN_ROOT (so that symlinks in a
+/// container cannot lead the walk outside its root).
+pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// struct open_how.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    let rel = std::ffi::CString::new(format!(".{mountpoint}")).ok()?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT,
+    };
+    // SAFETY: valid dirfd, NUL-terminated path and open_how of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    // SAFETY: a new descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Reads `/proc/PID/mountinfo`; `None` if the process is gone.
@@ -223,6 +299,13 @@ mod tests {
             ["readonly", "nodev", "nosuid", "noexec", "atime"]
         );
         assert_eq!(m[5].locked_flags(), ["nosuid", "atime"]);
+        // The kernel's own flags win over what the copy implies.
+        let mut k = m[5].clone();
+        k.kernel = Some(KernelMount {
+            flags: nstrace_common::mnt_flags::LOCKED | nstrace_common::mnt_flags::LOCK_ATIME,
+        });
+        assert!(k.kernel.unwrap().locked());
+        assert_eq!(k.locked_flags(), ["atime"]);
         assert!(!m[1].is_below("/proc"));
         assert!(m[2].is_below("/proc"));
         assert!(!m[2].is_below("/pro"));

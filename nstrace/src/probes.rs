@@ -5,7 +5,7 @@ use aya::{
     programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf, EbpfLoader,
 };
-use nstrace_common::{names, ArgSpec, Config, Offsets, MAX_SYSCALL_NR};
+use nstrace_common::{names, ArgSpec, Config, MountProbe, Offsets, MAX_SYSCALL_NR};
 use thiserror::Error;
 
 use crate::syscalls::SYSCALLS;
@@ -97,6 +97,8 @@ impl Probes {
         let config = Config {
             trace_all: u32::from(opts.trace_all),
             launcher_pid: opts.launcher_pid,
+            self_pid: std::process::id(),
+            probe_nr: libc::SYS_syncfs as u32,
             syscalls,
             offsets: opts.offsets,
         };
@@ -172,6 +174,17 @@ impl Probes {
         RingBuf::try_from(map).map_err(|e| map_err(names::EVENTS, e))
     }
 
+    /// Takes the mount prober (once).
+    pub fn take_mount_prober(&mut self) -> Result<MountProber, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(names::MOUNT_PROBE)
+            .ok_or(ProbeError::Missing("MOUNT_PROBE map"))?;
+        Ok(MountProber {
+            map: HashMap::try_from(map).map_err(|e| map_err(names::MOUNT_PROBE, e))?,
+        })
+    }
+
     fn tracked(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, ProbeError> {
         let map = self
             .ebpf
@@ -225,6 +238,28 @@ impl Probes {
                 let _ = p.detach(id);
             }
         }
+    }
+}
+
+/// Reads the kernel's own flags of mounts nstrace holds an fd to.
+pub struct MountProber {
+    map: HashMap<MapData, u32, MountProbe>,
+}
+
+impl MountProber {
+    /// The mount of `fd` (which must be nstrace's own, ideally O_PATH) as the
+    /// kernel sees it: `syncfs(fd)` is the request the sys_enter program
+    /// answers for nstrace's pid (on an O_PATH fd it fails with EBADF and
+    /// does nothing else).
+    pub fn probe(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Option<MountProbe> {
+        use std::os::fd::AsRawFd;
+        let raw = u32::try_from(fd.as_raw_fd()).ok()?;
+        let _ = self.map.remove(&raw);
+        // SAFETY: syncfs on a descriptor we own; its result is irrelevant.
+        let _ = unsafe { libc::syncfs(fd.as_raw_fd()) };
+        let got = self.map.get(&raw, 0).ok();
+        let _ = self.map.remove(&raw);
+        got
     }
 }
 

@@ -250,6 +250,16 @@ fn mounts_of(v: Option<&Value>) -> R<Vec<Mount>> {
                     .collect(),
                 fstype: s("fstype")?,
                 source: s("source")?,
+                kernel: match m.get("kernel") {
+                    None | Some(Value::Null) => None,
+                    Some(k) => Some(crate::mounts::KernelMount {
+                        flags: k
+                            .get("flags")
+                            .and_then(Value::as_u64)
+                            .and_then(|f| u32::try_from(f).ok())
+                            .ok_or(ReplayError::Field("kernel"))?,
+                    }),
+                },
             })
         })
         .collect()

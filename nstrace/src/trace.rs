@@ -226,6 +226,13 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     }
     let ring = probes.take_events()?;
     let hooks = probes.hooks();
+    let prober = match probes.take_mount_prober() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("nstrace: mount flags will not be checked with the kernel: {e}");
+            None
+        }
+    };
     let mut decoder = Decoder::new();
     let mut sink = sink;
     let start = crate::output::StartInfo {
@@ -253,6 +260,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         launched,
         scope: opts.scope,
         pipeline: Pipeline {
+            prober,
             decoder,
             model: Model::new(),
             explainer: Explainer::new(hooks),
@@ -268,6 +276,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
 
 /// Decode -> model -> output, for one record at a time.
 struct Pipeline {
+    /// Reads the kernel's own mount flags.
+    prober: Option<crate::probes::MountProber>,
     decoder: Decoder,
     model: Model,
     explainer: Explainer,
@@ -303,7 +313,8 @@ impl Pipeline {
         // A new mount namespace: record its table now, while a process in it
         // lives (the locks it got are the lineage later explanations cite).
         if let Some(req) = crate::mounts::snapshot_request(&ann) {
-            if let Some(mounts) = crate::mounts::read_mountinfo(req.pid) {
+            if let Some(mut mounts) = crate::mounts::read_mountinfo(req.pid) {
+                self.kernel_view(req.pid, &mut mounts);
                 let ev = self.decoder.synthetic(
                     monotonic_ns(),
                     req.pid,
@@ -317,6 +328,26 @@ impl Pipeline {
                     },
                 );
                 self.emit(ev);
+            }
+        }
+    }
+
+    /// Adds the kernel's own flags to the mounts (the top mount at each
+    /// mount point; others stay without). Bounded: a namespace with very
+    /// many mounts gets the first 256 checked.
+    fn kernel_view(&mut self, pid: u32, mounts: &mut [crate::mounts::Mount]) {
+        use std::os::fd::AsFd;
+        let Some(prober) = self.prober.as_mut() else {
+            return;
+        };
+        for m in mounts.iter_mut().take(256) {
+            let Some(fd) = crate::mounts::open_in_root(pid, &m.mountpoint) else {
+                continue;
+            };
+            if let Some(p) = prober.probe(fd.as_fd()) {
+                if p.mnt_id == m.id {
+                    m.kernel = Some(crate::mounts::KernelMount { flags: p.flags });
+                }
             }
         }
     }

@@ -80,6 +80,49 @@ fn trace_in_private_ns(setup: &str, cmd: &str) -> Trace {
     finish(output, &out)
 }
 
+/// The model's claim (a copy into another user namespace locks its mounts,
+/// with their ro/nodev/nosuid/noexec flags) checked against the kernel's own
+/// mnt_flags, read from BPF for each mount nstrace could open.
+fn check_locks_against_the_kernel(table: &Value) {
+    let mounts = table["mounts"].as_array().unwrap();
+    let checked: Vec<&Value> = mounts.iter().filter(|m| !m["kernel"].is_null()).collect();
+    assert!(
+        checked.len() * 2 > mounts.len(),
+        "most mounts must be checked with the kernel: {table}"
+    );
+    for m in checked {
+        let k = &m["kernel"];
+        let opts: Vec<&str> = m["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        let locks: Vec<&str> = k["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        if m["mountpoint"] != "/" {
+            assert_eq!(k["locked"], true, "{m}");
+        }
+        for (opt, lock) in [
+            ("ro", "readonly"),
+            ("nodev", "nodev"),
+            ("nosuid", "nosuid"),
+            ("noexec", "noexec"),
+        ] {
+            assert_eq!(
+                opts.contains(&opt),
+                locks.contains(&lock),
+                "{opt} vs {lock}: {m}"
+            );
+        }
+        assert!(locks.contains(&"atime"), "{m}");
+    }
+}
+
 #[test]
 fn masked_proc_makes_a_new_proc_mount_too_revealing() {
     if !root_or_skip() {
@@ -349,6 +392,22 @@ fn remount_rw_of_a_locked_read_only_mount_is_locked_mount_flags() {
     assert_eq!(cause(m), "locked_mount_flags", "{m}");
     assert_eq!(m["explanation"]["flags"], serde_json::json!(["readonly"]));
     assert_eq!(m["explanation"]["mounts"], serde_json::json!([d]));
+    let table = &t.of_type("mounts")[0];
+    check_locks_against_the_kernel(table);
+    let ro = table["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|x| x["mountpoint"] == d.as_str())
+        .unwrap();
+    assert!(
+        ro["kernel"]["locks"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("readonly")),
+        "{ro}"
+    );
 }
 
 #[test]

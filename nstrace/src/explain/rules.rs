@@ -250,18 +250,28 @@ fn locked_mount_at<'a>(
     let table = ctx.model.mount_table(mnt).filter(|t| t.locked)?;
     let root = table.mounts.first()?.id;
     // The last mount at a path is the visible one.
-    let m = table
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mountpoint == path && m.id != root)?;
-    Some((table, m))
+    let m = table.mounts.iter().rev().find(|m| m.mountpoint == path)?;
+    // The kernel's own flags decide when nstrace could read them; else the
+    // copy rule: every mount but the root is locked (UN13).
+    let locked = match &m.kernel {
+        Some(k) => k.locked(),
+        None => m.id != root,
+    };
+    locked.then_some((table, m))
 }
 
-fn lock_origin_text(table: &crate::model::MountTable) -> String {
+fn lock_origin_text(table: &crate::model::MountTable, m: &crate::mounts::Mount) -> String {
     format!(
-        "locked when #{} copied the mount namespace into user namespace {}",
-        table.created_by, table.user_ns
+        "locked when #{} copied the mount namespace into user namespace {}{}",
+        table.created_by,
+        table.user_ns,
+        match &m.kernel {
+            Some(k) => format!(
+                " (the kernel's mnt_flags say LOCKED, locks: {})",
+                k.locks().join(", ")
+            ),
+            None => String::new(),
+        }
     )
 }
 
@@ -273,7 +283,11 @@ fn locked_mount(ctx: &Ctx) -> Option<Explanation> {
     let (table, m) = locked_mount_at(ctx, path)?;
     let mut evidence = vec![Evidence::Event {
         seq: table.seq,
-        what: format!("{path} ({}) was {}", m.describe(), lock_origin_text(table)),
+        what: format!(
+            "{path} ({}) was {}",
+            m.describe(),
+            lock_origin_text(table, m)
+        ),
     }];
     evidence.extend(origin(
         ctx,
@@ -342,7 +356,7 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
                 "{path} ({}, options {}) was {}",
                 m.describe(),
                 m.options.join(","),
-                lock_origin_text(table)
+                lock_origin_text(table, m)
             ),
         }],
         Some(format!(
@@ -902,6 +916,54 @@ mod tests {
             run(umount("/proc/keys"), vec![], ALL_HOOKS).cause,
             Cause::Unknown
         );
+    }
+
+    #[test]
+    fn the_kernels_own_flags_override_the_copy_rule() {
+        use crate::mounts::KernelMount;
+        use nstrace_common::mnt_flags::{LOCKED, LOCK_ATIME};
+        let with_kernel = |path: &str, flags: u32| {
+            let mut model = model_with_locked_table();
+            let mut table = model.mount_table(77).unwrap().clone();
+            for m in table.mounts.iter_mut().filter(|m| m.mountpoint == path) {
+                m.kernel = Some(KernelMount { flags });
+            }
+            model.apply(Event {
+                seq: 6,
+                ts_ns: 0,
+                pid: 1,
+                tid: 1,
+                comm: "t".into(),
+                kind: EventKind::Mounts {
+                    mnt_ns: 77,
+                    user_ns: table.user_ns,
+                    locked: true,
+                    created_by: 4,
+                    mounts: table.mounts,
+                },
+            });
+            model
+        };
+        let umount = |path: &str| {
+            in_ns_77(call(
+                "umount2",
+                vec![("target", s(path)), ("flags", flags(&[]))],
+                22,
+                in_child_userns(),
+            ))
+        };
+        // The kernel says /proc/keys is not locked: no claim.
+        let model = with_kernel("/proc/keys", LOCK_ATIME);
+        assert_eq!(
+            run_with(&model, umount("/proc/keys"), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
+        // The kernel says the task's / is locked (its root is not the
+        // namespace's root mount): that decides, and the evidence says so.
+        let model = with_kernel("/", LOCKED | LOCK_ATIME);
+        let e = run_with(&model, umount("/"), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::LockedMount);
+        assert!(e.evidence.iter().any(|ev| matches!(ev, Evidence::Event { what, .. } if what.contains("the kernel's mnt_flags say LOCKED"))));
     }
 
     #[test]

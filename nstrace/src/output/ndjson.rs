@@ -216,6 +216,11 @@ pub fn event_json(ev: &Event) -> Value {
                         "options": mt.options,
                         "fstype": mt.fstype,
                         "source": mt.source,
+                        "kernel": mt.kernel.map(|k| json!({
+                            "flags": k.flags,
+                            "locked": k.locked(),
+                            "locks": k.locks(),
+                        })),
                     })
                 })
                 .collect();

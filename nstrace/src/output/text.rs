@@ -154,7 +154,20 @@ impl<W: Write> Sink for TextSink<W> {
                 mounts,
                 ..
             } => {
-                if *locked {
+                let checked: Vec<bool> = mounts
+                    .iter()
+                    .filter_map(|m| m.kernel.map(|k| k.locked()))
+                    .collect();
+                if !checked.is_empty() {
+                    format!(
+                        "{}mount namespace {mnt_ns}: {} mounts copied into user namespace {user_ns}; {} of {} checked are locked (the kernel's mnt_flags){}",
+                        if *locked { st.ns } else { st.dim },
+                        mounts.len(),
+                        checked.iter().filter(|l| **l).count(),
+                        checked.len(),
+                        st.reset
+                    )
+                } else if *locked {
                     format!(
                         "{}mount namespace {mnt_ns}: {} mounts copied into user namespace {user_ns}; all but its root are now locked{}",
                         st.ns,

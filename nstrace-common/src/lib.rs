@@ -250,8 +250,10 @@ pub struct SyscallRecord {
     pub str_len: [i32; STR_SLOTS],
     /// Bytes of `blob` that were copied, or a negative errno.
     pub blob_len: i32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// Magic of the filesystem of the fd argument named by the spec (0 if none).
+    pub fd_magic: u32,
+    /// Inode number of that fd's file (for an nsfs file: the namespace id).
+    pub fd_ino: u64,
     /// A struct argument copied from user memory.
     pub blob: [u8; BLOB_LEN],
     /// String arguments, as the [`ArgSpec`] for `nr` says.
@@ -322,9 +324,12 @@ pub struct ArgSpec {
     /// 1 if a successful return of 0 with no recorded entry is the child side
     /// of a fork (clone, clone3) and must not be reported.
     pub child_returns_zero: u8,
-    /// Padding, always zero.
-    pub _pad: u8,
+    /// Argument index + 1 holding an fd whose file to identify (0 = none).
+    pub fd_arg: u8,
 }
+
+/// `super_block.s_magic` of nsfs (the files in /proc/PID/ns).
+pub const NSFS_MAGIC: u32 = 0x6e73_6673;
 
 /// Byte offsets of the kernel structure fields the programs read, resolved by
 /// userspace from the running kernel's BTF. [`NO_OFFSET`] where a field does
@@ -402,6 +407,14 @@ pub struct Offsets {
     pub mount_mnt: u32,
     /// `struct mount.mnt_id`.
     pub mount_id: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_magic`.
+    pub sb_magic: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
     /// r10, r8, r9; arm64: regs[0..6]).
     pub regs_arg: [u32; 6],
@@ -454,6 +467,10 @@ impl Offsets {
         vfsmount_flags: NO_OFFSET,
         mount_mnt: NO_OFFSET,
         mount_id: NO_OFFSET,
+        file_inode: NO_OFFSET,
+        inode_ino: NO_OFFSET,
+        inode_sb: NO_OFFSET,
+        sb_magic: NO_OFFSET,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,
         binprm_filename: NO_OFFSET,

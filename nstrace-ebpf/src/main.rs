@@ -237,20 +237,27 @@ fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
     }
 }
 
+/// The `struct file` of the current task's fd `fd` (0 if none).
+#[inline(always)]
+fn fd_file(cfg: &Config, fd: u64) -> u64 {
+    let o = &cfg.offsets;
+    let files: u64 = kread(current_task(), o.task_files).unwrap_or(0);
+    let fdt: u64 = kread(files, o.files_fdt).unwrap_or(0);
+    let max: u32 = kread(fdt, o.fdtable_max_fds).unwrap_or(0);
+    if fd >= max as u64 {
+        return 0;
+    }
+    let fds: u64 = kread(fdt, o.fdtable_fd).unwrap_or(0);
+    kread(fds, (fd * 8) as u32).unwrap_or(0)
+}
+
 /// nstrace's own request: the mount of fd `args[0]` of the current task
 /// (files->fdt->fd[n]->f_path.mnt), its id and flags, into MOUNT_PROBE.
 #[inline(always)]
 fn probe_mount(cfg: &Config, regs: u64) {
     let o = &cfg.offsets;
     let fd: u64 = kread(regs, o.regs_arg[0]).unwrap_or(u64::MAX);
-    let files: u64 = kread(current_task(), o.task_files).unwrap_or(0);
-    let fdt: u64 = kread(files, o.files_fdt).unwrap_or(0);
-    let max: u32 = kread(fdt, o.fdtable_max_fds).unwrap_or(0);
-    if fd >= max as u64 {
-        return;
-    }
-    let fds: u64 = kread(fdt, o.fdtable_fd).unwrap_or(0);
-    let file: u64 = kread(fds, (fd * 8) as u32).unwrap_or(0);
+    let file = fd_file(cfg, fd);
     let mnt: u64 = kread(file, o.file_path_mnt).unwrap_or(0);
     if mnt == 0 || o.mount_mnt == NO_OFFSET {
         return;
@@ -346,6 +353,20 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             None => 0,
         };
         addr_of_mut!((*rec).blob_len).write(blob_len);
+        let (ino, magic) = match pick(&args, spec.fd_arg) {
+            Some(fd) => {
+                let o = &cfg.offsets;
+                let inode: u64 = kread(fd_file(cfg, fd), o.file_inode).unwrap_or(0);
+                let sb: u64 = kread(inode, o.inode_sb).unwrap_or(0);
+                (
+                    kread::<u64>(inode, o.inode_ino).unwrap_or(0),
+                    kread::<u32>(sb, o.sb_magic).unwrap_or(0),
+                )
+            }
+            None => (0, 0),
+        };
+        addr_of_mut!((*rec).fd_ino).write(ino);
+        addr_of_mut!((*rec).fd_magic).write(magic);
         // If the table is full the exit is reported without its entry. The
         // record goes by reference: a copy would not fit on the BPF stack.
         #[allow(clippy::needless_borrows_for_generic_args)]
@@ -394,6 +415,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 addr_of_mut!((*rec).args).write([0; 6]);
                 addr_of_mut!((*rec).str_len).write([0; STR_SLOTS]);
                 addr_of_mut!((*rec).blob_len).write(0);
+                addr_of_mut!((*rec).fd_ino).write(0);
+                addr_of_mut!((*rec).fd_magic).write(0);
                 let task = current_task();
                 read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
                 read_state(cfg, task, addr_of_mut!((*rec).state));

@@ -255,6 +255,9 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
         no_entry,
         ret_kind: def.map_or(RetKind::Status, |d| d.ret),
         state: rec.state,
+        fd_ns: (rec.fd_magic == nstrace_common::NSFS_MAGIC && !no_entry)
+            .then(|| u32::try_from(rec.fd_ino).ok())
+            .flatten(),
     }
 }
 
@@ -276,7 +279,7 @@ fn decode_args(def: &SyscallDef, rec: &SyscallRecord) -> Vec<(&'static str, ArgV
                     ArgValue::Ptr(raw)
                 }
             }
-            ArgKind::Fd => ArgValue::Int(i64::from(raw as i32)),
+            ArgKind::Fd | ArgKind::NsFd => ArgValue::Int(i64::from(raw as i32)),
             ArgKind::DirFd => match raw as i32 {
                 -100 => ArgValue::Name("AT_FDCWD".into()),
                 fd => ArgValue::Int(i64::from(fd)),
@@ -426,7 +429,8 @@ mod tests {
             state: nstrace_common::TaskState::default(),
             str_len: [0; STR_SLOTS],
             blob_len: 0,
-            _pad: 0,
+            fd_magic: 0,
+            fd_ino: 0,
             blob: [0; BLOB_LEN],
             strs: [[0; STR_LEN]; STR_SLOTS],
         };

@@ -166,6 +166,9 @@ pub struct Syscall {
     pub ret_kind: crate::syscalls::RetKind,
     /// The caller's state at entry (at exit if the entry was not seen).
     pub state: TaskState,
+    /// For setns: the namespace the fd refers to, when it is a namespace
+    /// file (`/proc/PID/ns/*`); `None` for a pidfd or an unknown fd.
+    pub fd_ns: Option<u32>,
 }
 
 impl Syscall {
@@ -299,6 +302,7 @@ mod tests {
             no_entry: false,
             ret_kind: crate::syscalls::RetKind::Status,
             state: TaskState::default(),
+            fd_ns: None,
         };
         assert_eq!(sc.errno(), Some(1));
         assert_eq!(sc.user_ret(), -1);

@@ -228,6 +228,10 @@ impl KernelBtf {
         o.vfsmount_flags = get("vfsmount", "mnt_flags");
         o.mount_mnt = get("mount", "mnt");
         o.mount_id = get("mount", "mnt_id");
+        o.file_inode = get("file", "f_inode");
+        o.inode_ino = get("inode", "i_ino");
+        o.inode_sb = get("inode", "i_sb");
+        o.sb_magic = get("super_block", "s_magic");
         let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
             let off = match reg {

@@ -291,6 +291,7 @@ mod tests {
             no_entry: false,
             ret_kind: RetKind::Status,
             state: nstrace_common::TaskState::default(),
+            fd_ns: None,
         })
     }
 

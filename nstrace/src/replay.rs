@@ -225,6 +225,14 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
         no_entry,
         ret_kind: def.map_or(RetKind::Status, |d| d.ret),
         state: state_of(m.get("state"))?,
+        fd_ns: match m.get("fd_ns") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or(ReplayError::Field("fd_ns"))?,
+            ),
+        },
     })
 }
 
@@ -406,6 +414,7 @@ mod tests {
                 mntns_owner: 9,
                 ..Default::default()
             },
+            fd_ns: Some(4026532000),
         };
         let ev = Event {
             seq: 4,

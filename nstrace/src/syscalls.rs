@@ -14,6 +14,8 @@ pub enum ArgKind {
     Str,
     /// A file descriptor (`int`).
     Fd,
+    /// A namespace fd or pidfd (setns): the kernel side identifies its file.
+    NsFd,
     /// A directory fd for `*at` calls: `AT_FDCWD` is named.
     DirFd,
     /// Flags decoded with a [`FlagSet`].
@@ -104,6 +106,7 @@ impl SyscallDef {
                 }
                 ArgKind::Blob => spec.blob_arg = (i + 1) as u8,
                 ArgKind::Size => spec.blob_size_arg = (i + 1) as u8,
+                ArgKind::NsFd => spec.fd_arg = (i + 1) as u8,
                 _ => {}
             }
         }
@@ -170,7 +173,7 @@ pub static SYSCALLS: &[SyscallDef] = &[
     SyscallDef {
         name: "setns",
         nr: nr::SETNS,
-        args: &[("fd", Fd), ("nstype", NsType)],
+        args: &[("fd", NsFd), ("nstype", NsType)],
         blob: None,
         ret: RetKind::Status,
         ns_effect: NsEffect::Enters,
@@ -358,6 +361,13 @@ mod tests {
         assert_eq!(spec.str_args, [0; 4]);
         assert_eq!((spec.blob_arg, spec.blob_size_arg), (1, 2));
         assert_eq!(spec.child_returns_zero, 1);
+    }
+
+    #[test]
+    fn setns_identifies_its_fd() {
+        let spec = by_name("setns").unwrap().arg_spec();
+        assert_eq!(spec.fd_arg, 1);
+        assert_eq!(by_name("mount").unwrap().arg_spec().fd_arg, 0);
     }
 
     #[test]

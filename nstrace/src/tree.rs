@@ -305,6 +305,7 @@ mod tests {
                 no_entry: false,
                 ret_kind: RetKind::Status,
                 state,
+                fd_ns: None,
             }),
         });
         // The child user namespace is only known by its inode so far; a

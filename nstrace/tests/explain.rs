@@ -298,6 +298,28 @@ fn unshare_newuser_from_a_threaded_process_is_multithreaded() {
 }
 
 #[test]
+fn setns_into_the_own_user_namespace_is_userns_reentry() {
+    if !root_or_skip() {
+        return;
+    }
+    // Inside a new user namespace, so that the caller is not in the initial one.
+    let t = trace(&["unshare", "-Ur", EXERCISE, "setns-own-userns"]);
+    let own: u64 = t
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ns user "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", t.dump()));
+    assert!(t.stdout.contains("setns -1 22"), "{}", t.dump());
+    check_explanations(&t);
+    let s = failed(&t, "setns");
+    // The kernel side identified the fd: the caller's own user namespace.
+    assert_eq!(s["fd_ns"].as_u64(), Some(own), "{s}");
+    assert_eq!(s["state"]["user_ns"]["inum"].as_u64(), Some(own));
+    assert_eq!(cause(s), "userns_reentry", "{s}");
+}
+
+#[test]
 fn lowered_max_user_namespaces_is_a_namespace_limit() {
     if !root_or_skip() {
         return;

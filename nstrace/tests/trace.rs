@@ -225,6 +225,11 @@ fn setns_through_nsenter() {
         .find(|s| s["ns"]["uts"].as_u64() == Some(target_uts))
         .unwrap_or_else(|| panic!("no setns into uts {target_uts}: {}", t.dump()));
     assert_ne!(entered["ns_before"]["uts"], entered["ns"]["uts"]);
+    // The kernel side identified the fd it was given: the target's namespace
+    // file (util-linux passes one fd per namespace; a pidfd has no fd_ns).
+    if entered["args"]["nstype"] == serde_json::json!(["CLONE_NEWUTS"]) {
+        assert_eq!(entered["fd_ns"].as_u64(), Some(target_uts), "{entered}");
+    }
     // Each setns names the namespace type (or the pidfd form's set of them).
     for s in &setns {
         let types = s["args"]["nstype"].as_array().unwrap();

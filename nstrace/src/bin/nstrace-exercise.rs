@@ -18,7 +18,9 @@
 //! - `nstrace-exercise seccomp-mount DIR`: installs a seccomp filter that
 //!   refuses mount(2) with EPERM, then mounts a tmpfs on DIR;
 //! - `nstrace-exercise landlock-mount DIR`: enters a Landlock sandbox, then
-//!   mounts a tmpfs on DIR (Landlock refuses every mount).
+//!   mounts a tmpfs on DIR (Landlock refuses every mount);
+//! - `nstrace-exercise setns-own-userns`: setns into its own user namespace
+//!   (EINVAL); also prints `ns user INODE`.
 //!
 //! The mount modes must run in a private mount namespace of their own (the
 //! tests use `unshare -m`): if the refusal did not happen, the mount would
@@ -343,12 +345,29 @@ fn landlock_mount(dir: &str) -> i32 {
     mount_tmpfs(dir)
 }
 
+fn setns_own_userns() -> i32 {
+    println!("ns user {}", ns_inode("user"));
+    let file = match std::fs::File::open("/proc/self/ns/user") {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("nstrace-exercise: /proc/self/ns/user: {e}");
+            return 3;
+        }
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a descriptor we own.
+    let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWUSER) };
+    report("setns", ret as i64);
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("new-mount-api") if args.len() == 3 => new_mount_api(&args[2]),
         Some("mount") if args.len() == 5 => one_mount(&args[2], &args[3], &args[4]),
         Some("threads-unshare") => threads_unshare(),
+        Some("setns-own-userns") => setns_own_userns(),
         Some("seccomp-mount") if args.len() == 3 => seccomp_mount(&args[2]),
         Some("landlock-mount") if args.len() == 3 => landlock_mount(&args[2]),
         Some("storm") if args.len() == 3 => match args[2].parse() {
@@ -358,7 +377,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N \
-                 | threads-unshare | seccomp-mount DIR | landlock-mount DIR"
+                 | threads-unshare | seccomp-mount DIR | landlock-mount DIR | setns-own-userns"
             );
             2
         }

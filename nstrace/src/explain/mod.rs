@@ -33,6 +33,8 @@ pub enum Cause {
     NamespaceLimit,
     /// The caller has other threads.
     Multithreaded,
+    /// setns into the caller's own user namespace.
+    UsernsReentry,
     /// Nothing matched on evidence.
     Unknown,
 }
@@ -50,6 +52,7 @@ impl Cause {
             Self::SeccompDenied => "seccomp_denied",
             Self::NamespaceLimit => "namespace_limit",
             Self::Multithreaded => "multithreaded",
+            Self::UsernsReentry => "userns_reentry",
             Self::Unknown => "unknown",
         }
     }

@@ -80,6 +80,13 @@ pub static RULES: &[Rule] = &[
         check: multithreaded,
     },
     Rule {
+        cause: Cause::UsernsReentry,
+        condition: "SN5: setns into the user namespace the caller is already in (EINVAL); \
+                    the fd's namespace, identified in the kernel at entry, equals the \
+                    caller's user namespace",
+        check: userns_reentry,
+    },
+    Rule {
         cause: Cause::NamespaceLimit,
         condition: "UN2/UN10: user namespaces nest 32 levels deep below the initial one, pid \
                     namespaces 32; UN3/UN8: the per-user count limits user.max_*_namespaces \
@@ -542,6 +549,37 @@ fn multithreaded(ctx: &Ctx) -> Option<Explanation> {
     ))
 }
 
+fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.call.name != "setns" || ctx.errno != EINVAL {
+        return None;
+    }
+    let types = ctx.flags("nstype");
+    if !(types.is_empty() || types == ["CLONE_NEWUSER"]) {
+        return None;
+    }
+    let target = ctx.call.fd_ns?;
+    let own = ctx.call.state.user_ns;
+    if target != own.inum {
+        return None;
+    }
+    Some(Explanation::new(
+        Cause::UsernsReentry,
+        format!(
+            "setns into {} is refused: it is the caller's own user namespace, and a task \
+             cannot re-enter the user namespace it is in",
+            userns_text(&own)
+        ),
+        vec![Evidence::Fact(format!(
+            "the fd refers to user namespace {target}, the caller's own"
+        ))],
+        Some(
+            "skip the setns when the target is already the current user namespace (compare \
+             readlink /proc/self/ns/user with the target's); nsenter does this check itself"
+                .into(),
+        ),
+    ))
+}
+
 fn namespace_limit(ctx: &Ctx) -> Option<Explanation> {
     let name = ctx.call.name.as_str();
     if ctx.errno != ENOSPC || !matches!(name, "unshare" | "clone" | "clone3") {
@@ -734,6 +772,7 @@ mod tests {
             no_entry: false,
             ret_kind: RetKind::Status,
             state,
+            fd_ns: None,
         }
     }
 
@@ -1074,6 +1113,34 @@ mod tests {
         let mut one = sc;
         one.state.nr_threads = 1;
         assert_eq!(run(one, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    #[test]
+    fn setns_into_the_own_user_namespace() {
+        let st = TaskState {
+            user_ns: CHILD,
+            nr_threads: 1,
+            ..Default::default()
+        };
+        let mut sc = call(
+            "setns",
+            vec![
+                ("fd", ArgValue::Int(3)),
+                ("nstype", flags(&["CLONE_NEWUSER"])),
+            ],
+            22,
+            st,
+        );
+        sc.fd_ns = Some(CHILD.inum);
+        assert_eq!(
+            run(sc.clone(), vec![], ALL_HOOKS).cause,
+            Cause::UsernsReentry
+        );
+        // Another user namespace, or an unknown fd: no claim.
+        sc.fd_ns = Some(INIT.inum);
+        assert_eq!(run(sc.clone(), vec![], ALL_HOOKS).cause, Cause::Unknown);
+        sc.fd_ns = None;
+        assert_eq!(run(sc, vec![], ALL_HOOKS).cause, Cause::Unknown);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub fn event_json(ev: &Event) -> Value {
             }
             m.insert("duration_ns".into(), json!(sc.duration_ns));
             m.insert("state".into(), state_json(&sc.state));
+            if let Some(ns) = sc.fd_ns {
+                m.insert("fd_ns".into(), json!(ns));
+            }
             if sc.no_entry {
                 m.insert("no_entry".into(), json!(true));
             }
@@ -344,6 +347,7 @@ mod tests {
                 no_entry: false,
                 ret_kind: RetKind::Status,
                 state: nstrace_common::TaskState::default(),
+                fd_ns: None,
             }),
         }
     }

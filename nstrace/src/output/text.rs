@@ -286,7 +286,11 @@ fn syscall_line(sc: &Syscall, st: &Style) -> String {
     } else {
         sc.args
             .iter()
-            .map(|(_, v)| arg_text(v))
+            .map(|(name, v)| match (*name, sc.fd_ns) {
+                // strace -y style: the fd with what it refers to.
+                ("fd", Some(ns)) => format!("{}<ns {ns}>", arg_text(v)),
+                _ => arg_text(v),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -392,6 +396,7 @@ mod tests {
                     no_entry: false,
                     ret_kind: RetKind::Status,
                     state: nstrace_common::TaskState::default(),
+                    fd_ns: None,
                 }),
             },
             ns_changes: vec![],

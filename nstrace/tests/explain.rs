@@ -560,3 +560,50 @@ fn explain_re_derives_the_live_explanations_from_the_file() {
         "{dot}"
     );
 }
+
+#[test]
+fn explanations_stay_right_under_load() {
+    if !root_or_skip() {
+        return;
+    }
+    // Unrelated processes busy with the very calls nstrace traces, and a
+    // traced storm right before the failures to explain.
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do unshare -m true; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let masked = masked_proc_file();
+    let t = trace_in_private_ns(
+        &format!("mount --bind /dev/null {masked} &&"),
+        &format!(
+            "sh -c '{EXERCISE} storm 5000 >/dev/null; unshare -Umpfr mount -t proc proc /proc; \
+             unshare -Umr umount {masked}; true'"
+        ),
+    );
+    for mut l in load {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+    assert_eq!(t.code, Some(0), "{}", t.stderr);
+    check_explanations(&t);
+    assert_eq!(
+        t.syscalls("umount2").len(),
+        5001,
+        "every storm call reported"
+    );
+    let mount = failed(&t, "mount");
+    assert_eq!(cause(mount), "mount_too_revealing", "{mount}");
+    // The storm's 5000 failing umount2 calls are explained too (unknown:
+    // ENOENT has no rule); the one on the mask is a locked mount.
+    let locked: Vec<_> = t
+        .syscalls("umount2")
+        .into_iter()
+        .filter(|u| u["args"]["target"] == masked)
+        .collect();
+    assert_eq!(locked.len(), 1);
+    assert_eq!(cause(locked[0]), "locked_mount", "{}", locked[0]);
+}

@@ -182,6 +182,9 @@ pub struct Ctx<'a> {
     pub model: &'a Model,
     /// The hooks the trace had.
     pub hooks: Hooks,
+    /// The kernel reported lost records since the call was entered: the
+    /// absence of a decision proves nothing then.
+    pub lossy: bool,
 }
 
 impl Ctx<'_> {
@@ -231,6 +234,8 @@ impl Ctx<'_> {
 pub struct Explainer {
     pending: HashMap<u32, Vec<(u64, Decision)>>,
     hooks: Hooks,
+    /// Time of the last reported loss.
+    last_loss_ts: Option<u64>,
 }
 
 impl Explainer {
@@ -239,6 +244,7 @@ impl Explainer {
         Self {
             pending: HashMap::new(),
             hooks,
+            last_loss_ts: None,
         }
     }
 
@@ -294,11 +300,16 @@ impl Explainer {
                     decisions: &decisions,
                     model,
                     hooks: self.hooks,
+                    lossy: self.last_loss_ts.is_some_and(|ts| ts >= ev.ts_ns),
                 };
                 Some(rules::explain(&ctx))
             }
             EventKind::Exit { .. } => {
                 self.pending.remove(&ev.tid);
+                None
+            }
+            EventKind::Lost { .. } => {
+                self.last_loss_ts = Some(ev.ts_ns);
                 None
             }
             _ => None,

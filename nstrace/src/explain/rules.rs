@@ -645,7 +645,13 @@ fn namespace_limit(ctx: &Ctx) -> Option<Explanation> {
 }
 
 fn lsm_denied(ctx: &Ctx) -> Option<Explanation> {
-    if ctx.call.name != "mount" || ctx.errno != EPERM || ctx.call.no_entry || !ctx.hooks.cap {
+    // Rests on an absence: not when records were lost.
+    if ctx.call.name != "mount"
+        || ctx.errno != EPERM
+        || ctx.call.no_entry
+        || !ctx.hooks.cap
+        || ctx.lossy
+    {
         return None;
     }
     if ctx.caps().next().is_some() {
@@ -674,6 +680,12 @@ fn unknown(ctx: &Ctx) -> Explanation {
         ctx.call.name,
         errno_text(ctx.errno)
     ))];
+    if ctx.lossy {
+        facts.push(Evidence::Fact(
+            "the kernel lost records while the call ran (the ring buffer was full): decisions may be missing"
+                .into(),
+        ));
+    }
     if ctx.call.no_entry {
         facts.push(Evidence::Fact(format!(
             "the exit came without an entry; seccomp mode {}",
@@ -843,6 +855,7 @@ mod tests {
             decisions: &decisions,
             model,
             hooks,
+            lossy: false,
         };
         explain(&ctx)
     }
@@ -1177,6 +1190,68 @@ mod tests {
         assert!(e.evidence.contains(&Evidence::Fact(
             "capability checks were not recorded on this kernel".into()
         )));
+    }
+
+    #[test]
+    fn lost_records_stop_rules_that_rest_on_an_absence() {
+        let sc = mount_proc(in_child_userns());
+        let model = Model::new();
+        let event = Event {
+            seq: 9,
+            ts_ns: 100,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            kind: EventKind::Syscall(sc.clone()),
+        };
+        let ctx = Ctx {
+            event: &event,
+            call: &sc,
+            errno: 1,
+            decisions: &[],
+            model: &model,
+            hooks: ALL_HOOKS,
+            lossy: true,
+        };
+        let e = explain(&ctx);
+        assert_eq!(e.cause, Cause::Unknown);
+        assert!(e
+            .evidence
+            .iter()
+            .any(|ev| matches!(ev, Evidence::Fact(f) if f.contains("lost records"))));
+    }
+
+    #[test]
+    fn the_explainer_marks_calls_entered_before_a_reported_loss() {
+        use crate::model::Annotated;
+        let mut x = super::super::Explainer::new(ALL_HOOKS);
+        let model = Model::new();
+        let ann = |seq, ts_ns, kind| Annotated {
+            event: Event {
+                seq,
+                ts_ns,
+                pid: 1,
+                tid: 1,
+                comm: "t".into(),
+                kind,
+            },
+            ns_changes: vec![],
+            explanation: None,
+        };
+        // A loss reported at t=150 while a mount entered at t=100 ran.
+        assert!(x
+            .observe(&ann(1, 150, EventKind::Lost { count: 2 }), &model)
+            .is_none());
+        let sc = mount_proc(in_child_userns());
+        let e = x
+            .observe(&ann(2, 100, EventKind::Syscall(sc.clone())), &model)
+            .unwrap();
+        assert_eq!(e.cause, Cause::Unknown, "no lsm_denied on a missing record");
+        // A call entered after the loss is judged normally.
+        let e = x
+            .observe(&ann(3, 200, EventKind::Syscall(sc)), &model)
+            .unwrap();
+        assert_eq!(e.cause, Cause::LsmDenied);
     }
 
     #[test]

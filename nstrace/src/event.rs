@@ -101,6 +101,10 @@ pub enum EventKind {
         locked: bool,
         /// The event that created the namespace.
         created_by: u64,
+        /// Read from the namespace the copy was made from (every process of
+        /// the new one was gone): the mounts as they are there now, without
+        /// the kernel's flags of the copy.
+        from_source: bool,
         /// The mounts.
         mounts: Vec<crate::mounts::Mount>,
     },

@@ -61,6 +61,8 @@ pub struct MountTable {
     pub user_ns: u32,
     /// Whether the copy locked the mounts.
     pub locked: bool,
+    /// Read from the source namespace (the new one's processes were gone).
+    pub from_source: bool,
     /// The mounts, the namespace's root first.
     pub mounts: Vec<crate::mounts::Mount>,
 }
@@ -122,6 +124,20 @@ impl Model {
             .and_then(|k| self.origins.get(&(*k, inum)))
     }
 
+    /// Processes the model knows to be in mount namespace `mnt_ns`.
+    pub fn pids_in_mnt_ns(&self, mnt_ns: u32) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| {
+                p.ns.is_some_and(|n| n.inum[nstrace_common::ns::MNT] == mnt_ns)
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
     /// The mount table recorded when mount namespace `mnt_ns` was created.
     pub fn mount_table(&self, mnt_ns: u32) -> Option<&MountTable> {
         self.mount_tables.get(&mnt_ns)
@@ -154,6 +170,7 @@ impl Model {
                 locked,
                 created_by,
                 mounts,
+                from_source,
             } => {
                 self.counts.events += 1;
                 self.mount_tables.insert(
@@ -163,6 +180,7 @@ impl Model {
                         created_by: *created_by,
                         user_ns: *user_ns,
                         locked: *locked,
+                        from_source: *from_source,
                         mounts: mounts.clone(),
                     },
                 );

@@ -223,6 +223,8 @@ pub struct SnapshotRequest {
     pub locked: bool,
     /// The event that created it.
     pub created_by: u64,
+    /// The mount namespace it was copied from.
+    pub source_mnt: u32,
 }
 
 /// Whether `ann` created a mount namespace whose table should be recorded.
@@ -250,6 +252,7 @@ pub fn snapshot_request(ann: &crate::model::Annotated) -> Option<SnapshotRequest
         user_ns,
         locked,
         created_by: ev.seq,
+        source_mnt: new_mnt.from,
     })
 }
 

@@ -347,6 +347,11 @@ pub fn parse_line(line: &str) -> R<Line> {
             user_ns: u32_of(m, "user_ns")?,
             locked: bool_of(m, "locked")?,
             created_by: u64_of(m, "created_by")?,
+            from_source: match m.get("read_from").and_then(Value::as_str) {
+                Some("source") => true,
+                Some("new") | None => false,
+                Some(_) => return Err(ReplayError::Field("read_from")),
+            },
             mounts: mounts_of(m.get("mounts"))?,
         },
         other => return Err(ReplayError::Type(other.to_string())),

@@ -313,8 +313,17 @@ impl Pipeline {
         // A new mount namespace: record its table now, while a process in it
         // lives (the locks it got are the lineage later explanations cite).
         if let Some(req) = crate::mounts::snapshot_request(&ann) {
-            if let Some(mut mounts) = crate::mounts::read_mountinfo(req.pid) {
-                self.kernel_view(req.pid, &mut mounts);
+            let new_ns = crate::mounts::read_mountinfo(req.pid)
+                .filter(|_| mnt_ns_of(req.pid) == Some(req.mnt_ns))
+                .map(|mut mounts| {
+                    self.kernel_view(req.pid, &mut mounts);
+                    (mounts, false)
+                });
+            // Every process of the new namespace may be gone already (a
+            // short-lived command, a backlog under load): the copy began as a
+            // replica of its source, which usually outlives it.
+            let table = new_ns.or_else(|| self.read_source(req.source_mnt).map(|m| (m, true)));
+            if let Some((mounts, from_source)) = table {
                 let ev = self.decoder.synthetic(
                     monotonic_ns(),
                     req.pid,
@@ -324,12 +333,23 @@ impl Pipeline {
                         user_ns: req.user_ns,
                         locked: req.locked,
                         created_by: req.created_by,
+                        from_source,
                         mounts,
                     },
                 );
                 self.emit(ev);
             }
         }
+    }
+
+    /// The mount table of mount namespace `mnt_ns`, through a live process
+    /// in it (nstrace itself, or one the model knows).
+    fn read_source(&self, mnt_ns: u32) -> Option<Vec<crate::mounts::Mount>> {
+        let own = std::process::id();
+        std::iter::once(own)
+            .chain(self.model.pids_in_mnt_ns(mnt_ns))
+            .filter(|pid| mnt_ns_of(*pid) == Some(mnt_ns))
+            .find_map(crate::mounts::read_mountinfo)
     }
 
     /// Adds the kernel's own flags to the mounts (the top mount at each
@@ -507,6 +527,13 @@ impl Session {
         self.probes.detach();
         Ok(exit_code)
     }
+}
+
+/// The mount namespace `pid` is in now.
+fn mnt_ns_of(pid: u32) -> Option<u32> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Resolves when the command's pidfd becomes readable (it exited); never

@@ -580,7 +580,7 @@ fn explanations_stay_right_under_load() {
     let t = trace_in_private_ns(
         &format!("mount --bind /dev/null {masked} &&"),
         &format!(
-            "sh -c '{EXERCISE} storm 5000 >/dev/null; unshare -Umpfr mount -t proc proc /proc; \
+            "sh -c '{EXERCISE} storm 2000 >/dev/null; unshare -Umpfr mount -t proc proc /proc; \
              unshare -Umr umount {masked}; true'"
         ),
     );
@@ -590,14 +590,17 @@ fn explanations_stay_right_under_load() {
     }
     assert_eq!(t.code, Some(0), "{}", t.stderr);
     check_explanations(&t);
+    // 2,000 records fit the default 4 MiB ring: this is about load, not loss
+    // (losses make explanations that need a lost record say unknown instead).
+    assert_eq!(t.summary()["lost"], 0, "premise: no loss");
     assert_eq!(
         t.syscalls("umount2").len(),
-        5001,
+        2001,
         "every storm call reported"
     );
     let mount = failed(&t, "mount");
     assert_eq!(cause(mount), "mount_too_revealing", "{mount}");
-    // The storm's 5000 failing umount2 calls are explained too (unknown:
+    // The storm's 2000 failing umount2 calls are explained too (unknown:
     // ENOENT has no rule); the one on the mask is a locked mount.
     let locked: Vec<_> = t
         .syscalls("umount2")

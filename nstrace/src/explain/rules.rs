@@ -277,6 +277,9 @@ fn lock_origin_text(table: &crate::model::MountTable, m: &crate::mounts::Mount) 
                 " (the kernel's mnt_flags say LOCKED, locks: {})",
                 k.locks().join(", ")
             ),
+            None if table.from_source => {
+                " (the table was read from the namespace it was copied from)".to_string()
+            }
             None => String::new(),
         }
     )
@@ -828,6 +831,7 @@ mod tests {
                 user_ns: CHILD.inum,
                 locked: true,
                 created_by: 4,
+                from_source: false,
                 mounts,
             },
         });
@@ -991,6 +995,7 @@ mod tests {
                     user_ns: table.user_ns,
                     locked: true,
                     created_by: 4,
+                    from_source: false,
                     mounts: table.mounts,
                 },
             });

@@ -202,8 +202,13 @@ pub fn event_json(ev: &Event) -> Value {
             user_ns,
             locked,
             created_by,
+            from_source,
             mounts,
         } => {
+            m.insert(
+                "read_from".into(),
+                json!(if *from_source { "source" } else { "new" }),
+            );
             m.insert("mnt_ns".into(), json!(mnt_ns));
             m.insert("user_ns".into(), json!(user_ns));
             m.insert("locked".into(), json!(locked));

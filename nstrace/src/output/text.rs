@@ -152,6 +152,20 @@ impl<W: Write> Sink for TextSink<W> {
                 user_ns,
                 locked,
                 mounts,
+                from_source: true,
+                ..
+            } => format!(
+                "{}mount namespace {mnt_ns}: {} mounts copied into user namespace {user_ns}{} (read from the namespace it was copied from: its processes were gone){}",
+                if *locked { st.ns } else { st.dim },
+                mounts.len(),
+                if *locked { "; all but its root are now locked" } else { "" },
+                st.reset
+            ),
+            EventKind::Mounts {
+                mnt_ns,
+                user_ns,
+                locked,
+                mounts,
                 ..
             } => {
                 let checked: Vec<bool> = mounts

@@ -114,7 +114,7 @@ pub fn explain(
         match &mut w {
             // The timeline shows a failed call's decisions under it.
             ExplainOut::Text(sink) => match &ann.event.kind {
-                EventKind::Cap { .. } | EventKind::Klog { .. } => sink.event(&ann),
+                EventKind::Cap(_) | EventKind::Klog { .. } => sink.event(&ann),
                 EventKind::Syscall(_) if ann.explanation.is_some() => sink.event(&ann),
                 _ => Ok(()),
             },

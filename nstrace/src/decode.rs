@@ -10,7 +10,7 @@ use nstrace_common::{
 use thiserror::Error;
 
 use crate::errnos::{errno_name, signal_name};
-use crate::event::{escape_bytes, ArgValue, Event, EventKind, ExitStatus, Syscall};
+use crate::event::{escape_bytes, ArgValue, CapCheck, Event, EventKind, ExitStatus, Syscall};
 use crate::flags::{self, enum_name};
 use crate::syscalls::{self, ArgKind, BlobKind, RetKind, SyscallDef};
 
@@ -125,13 +125,13 @@ impl Decoder {
                 let rec: CapRecord = read_record(bytes, raw_kind)?;
                 self.event(
                     &rec.header,
-                    EventKind::Cap {
+                    EventKind::Cap(CapCheck {
                         cap: rec.cap,
                         allowed: rec.ret == 0,
                         target: rec.target,
                         cred_ns: rec.cred_ns,
                         euid: rec.euid,
-                    },
+                    }),
                 )
             }
             RecordKind::Klog => {

@@ -72,18 +72,7 @@ pub enum EventKind {
         count: u64,
     },
     /// A capability check the kernel made inside a traced call of `tid`.
-    Cap {
-        /// Capability number.
-        cap: i32,
-        /// Whether it was granted.
-        allowed: bool,
-        /// The user namespace the capability was needed in.
-        target: UserNsInfo,
-        /// The user namespace of the checked credentials.
-        cred_ns: UserNsInfo,
-        /// Effective uid of the checked credentials.
-        euid: u32,
-    },
+    Cap(CapCheck),
     /// A kernel log line printed inside a traced call of `tid`.
     Klog {
         /// The line, without its trailing newline.
@@ -108,6 +97,21 @@ pub enum EventKind {
         /// The mounts.
         mounts: Vec<crate::mounts::Mount>,
     },
+}
+
+/// A capability check (`cap_capable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapCheck {
+    /// Capability number.
+    pub cap: i32,
+    /// Whether it was granted.
+    pub allowed: bool,
+    /// The user namespace the capability was needed in.
+    pub target: UserNsInfo,
+    /// The user namespace of the checked credentials.
+    pub cred_ns: UserNsInfo,
+    /// Effective uid of the checked credentials.
+    pub euid: u32,
 }
 
 /// How a process ended, from its wait status.

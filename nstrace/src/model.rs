@@ -163,7 +163,7 @@ impl Model {
         }
         match &event.kind {
             EventKind::Lost { count } => self.counts.lost += count,
-            EventKind::Cap { .. } | EventKind::Klog { .. } => self.counts.events += 1,
+            EventKind::Cap(_) | EventKind::Klog { .. } => self.counts.events += 1,
             EventKind::Mounts {
                 mnt_ns,
                 user_ns,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::errnos::{capability_value, errno_value, signal_value};
-use crate::event::{ArgValue, Event, EventKind, ExitStatus, Syscall, NS_NAMES};
+use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, Syscall, NS_NAMES};
 use crate::explain::Hooks;
 use crate::mounts::Mount;
 use crate::syscalls::{self, ArgKind, RetKind};
@@ -332,13 +332,13 @@ pub fn parse_line(line: &str) -> R<Line> {
         "lost" => EventKind::Lost {
             count: u64_of(m, "count")?,
         },
-        "cap" => EventKind::Cap {
+        "cap" => EventKind::Cap(CapCheck {
             cap: capability_value(str_of(m, "cap")?).ok_or(ReplayError::Field("cap"))?,
             allowed: bool_of(m, "allowed")?,
             target: userns_of(m.get("user_ns"), "user_ns")?,
             cred_ns: userns_of(m.get("cred_user_ns"), "cred_user_ns")?,
             euid: u32_of(m, "euid")?,
-        },
+        }),
         "klog" => EventKind::Klog {
             text: str_of(m, "text")?.to_string(),
         },
@@ -443,7 +443,7 @@ mod tests {
             kind,
         };
         for kind in [
-            EventKind::Cap {
+            EventKind::Cap(CapCheck {
                 cap: 21,
                 allowed: false,
                 target: UserNsInfo {
@@ -454,7 +454,7 @@ mod tests {
                 },
                 cred_ns: UserNsInfo::default(),
                 euid: 0,
-            },
+            }),
             EventKind::Klog {
                 text: "VFS: Mount too revealing".into(),
             },

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use nstrace_common::{ns, NsIds, UserNsInfo};
 
-use crate::event::{Event, EventKind, NS_NAMES};
+use crate::event::{CapCheck, Event, EventKind, NS_NAMES};
 
 /// A user namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,9 +124,9 @@ impl Tree {
                 self.comms.insert(ev.pid, ev.comm.clone());
                 self.member(ev.pid, ids);
             }
-            EventKind::Cap {
+            EventKind::Cap(CapCheck {
                 target, cred_ns, ..
-            } => {
+            }) => {
                 self.user(target);
                 self.user(cred_ns);
             }
@@ -316,7 +316,7 @@ mod tests {
             pid: 10,
             tid: 10,
             comm: "mount".into(),
-            kind: EventKind::Cap {
+            kind: EventKind::Cap(CapCheck {
                 cap: 21,
                 allowed: true,
                 target: UserNsInfo {
@@ -332,7 +332,7 @@ mod tests {
                     parent: 1,
                 },
                 euid: 0,
-            },
+            }),
         });
         assert_eq!(t.owner.get(&("mnt", 20)), Some(&2));
         assert_eq!(t.owner.get(&("mnt", 11)), Some(&1));

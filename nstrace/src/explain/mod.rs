@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use nstrace_common::UserNsInfo;
 
-use crate::event::{Event, EventKind, Syscall};
+use crate::event::{CapCheck, Event, EventKind, Syscall};
 use crate::model::{Annotated, Model};
 
 /// Stable cause codes (documented in docs/explanations.md).
@@ -138,16 +138,8 @@ pub enum Decision {
     Cap {
         /// Event `seq`.
         seq: u64,
-        /// Capability number.
-        cap: i32,
-        /// Granted?
-        allowed: bool,
-        /// Where it was needed.
-        target: UserNsInfo,
-        /// The checked credentials' user namespace.
-        cred_ns: UserNsInfo,
-        /// The checked credentials' euid.
-        euid: u32,
+        /// The check.
+        check: CapCheck,
     },
     /// A kernel log line.
     Klog {
@@ -252,22 +244,12 @@ impl Explainer {
     pub fn observe(&mut self, ann: &Annotated, model: &Model) -> Option<Explanation> {
         let ev = &ann.event;
         match &ev.kind {
-            EventKind::Cap {
-                cap,
-                allowed,
-                target,
-                cred_ns,
-                euid,
-            } => {
+            EventKind::Cap(check) => {
                 self.pending.entry(ev.tid).or_default().push((
                     ev.ts_ns,
                     Decision::Cap {
                         seq: ev.seq,
-                        cap: *cap,
-                        allowed: *allowed,
-                        target: *target,
-                        cred_ns: *cred_ns,
-                        euid: *euid,
+                        check: *check,
                     },
                 ));
                 None

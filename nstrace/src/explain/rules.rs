@@ -6,6 +6,7 @@ use nstrace_common::UserNsInfo;
 
 use super::{Cause, Ctx, Decision, Evidence, Explanation};
 use crate::errnos::{capability_name, errno_name};
+use crate::event::CapCheck;
 
 /// errno values the rules look at.
 const EPERM: i32 = 1;
@@ -138,14 +139,14 @@ fn origin(ctx: &Ctx, kind: &str, inum: u32) -> Option<Evidence> {
     Some(Evidence::Event { seq: o.seq, what })
 }
 
-fn cap_evidence(seq: u64, cap: i32, allowed: bool, target: &UserNsInfo) -> Evidence {
+fn cap_evidence(seq: u64, check: &CapCheck) -> Evidence {
     Evidence::Event {
         seq,
         what: format!(
             "capability check: {} in {}: {}",
-            capability_name(cap),
-            userns_text(target),
-            if allowed { "granted" } else { "denied" }
+            capability_name(check.cap),
+            userns_text(&check.target),
+            if check.allowed { "granted" } else { "denied" }
         ),
     }
 }
@@ -212,7 +213,7 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
     }
     let granted = ctx
         .caps()
-        .filter(|d| matches!(d, Decision::Cap { allowed: true, .. }))
+        .filter(|d| matches!(d, Decision::Cap { check, .. } if check.allowed))
         .count();
     evidence.push(Evidence::Fact(format!(
         "the caller's mount namespace {mnt} is owned by user namespace {}; \
@@ -332,7 +333,7 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
     }
     if ctx
         .caps()
-        .any(|d| matches!(d, Decision::Cap { allowed: false, .. }))
+        .any(|d| matches!(d, Decision::Cap { check, .. } if !check.allowed))
     {
         return None;
     }
@@ -384,17 +385,10 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
     Some(e)
 }
 
-/// The last denied capability check of the call.
-fn denied_cap(ctx: &Ctx) -> Option<(u64, i32, UserNsInfo, UserNsInfo, u32)> {
+/// The last denied capability check of the call, with its `seq`.
+fn denied_cap(ctx: &Ctx) -> Option<(u64, CapCheck)> {
     ctx.caps().rev().find_map(|d| match d {
-        Decision::Cap {
-            seq,
-            cap,
-            allowed: false,
-            target,
-            cred_ns,
-            euid,
-        } => Some((*seq, *cap, *target, *cred_ns, *euid)),
+        Decision::Cap { seq, check } if !check.allowed => Some((*seq, *check)),
         _ => None,
     })
 }
@@ -418,7 +412,8 @@ fn fs_type_not_userns_mountable(ctx: &Ctx) -> Option<Explanation> {
     if ctx.errno != EPERM || !is_new_mount(ctx) {
         return None;
     }
-    let (seq, cap, target, cred_ns, _) = denied_cap(ctx)?;
+    let (seq, check) = denied_cap(ctx)?;
+    let (cap, target, cred_ns) = (check.cap, check.target, check.cred_ns);
     let st = &ctx.call.state;
     let fstype = ctx.str_arg("fstype")?;
     let owner_rule = (fstype == "proc" && target.inum == st.pidns_owner)
@@ -435,7 +430,7 @@ fn fs_type_not_userns_mountable(ctx: &Ctx) -> Option<Explanation> {
             capability_name(cap),
             userns_text(&cred_ns)
         ),
-        vec![cap_evidence(seq, cap, false, &target)],
+        vec![cap_evidence(seq, &check)],
         Some(format!(
             "mount {fstype} from the initial user namespace (the host) and bind-mount it in, or \
              use a filesystem that user namespaces may mount (tmpfs, proc, sysfs, overlay, fuse)"
@@ -450,7 +445,8 @@ fn missing_capability(ctx: &Ctx) -> Option<Explanation> {
     if ctx.errno != EPERM {
         return None;
     }
-    let (seq, cap, target, cred_ns, euid) = denied_cap(ctx)?;
+    let (seq, check) = denied_cap(ctx)?;
+    let (cap, target, cred_ns, euid) = (check.cap, check.target, check.cred_ns, check.euid);
     let st = &ctx.call.state;
     let fstype = ctx.str_arg("fstype").unwrap_or("");
     let name = &ctx.call.name;
@@ -497,7 +493,7 @@ fn missing_capability(ctx: &Ctx) -> Option<Explanation> {
             format!("the caller needs {capn} over {}", userns_text(&target)),
         )
     };
-    let mut evidence = vec![cap_evidence(seq, cap, false, &target)];
+    let mut evidence = vec![cap_evidence(seq, &check)];
     evidence.extend(origin(ctx, "user", target.inum));
     evidence.push(Evidence::Fact(format!(
         "the caller: euid {euid} in {}",
@@ -697,15 +693,8 @@ fn unknown(ctx: &Ctx) -> Explanation {
     }
     if ctx.hooks.cap {
         for d in ctx.decisions {
-            if let Decision::Cap {
-                seq,
-                cap,
-                allowed,
-                target,
-                ..
-            } = d
-            {
-                facts.push(cap_evidence(*seq, *cap, *allowed, target));
+            if let Decision::Cap { seq, check } = d {
+                facts.push(cap_evidence(*seq, check));
             }
         }
         if ctx.caps().next().is_none() {
@@ -872,11 +861,13 @@ mod tests {
     fn cap(seq: u64, allowed: bool, target: UserNsInfo, cred_ns: UserNsInfo) -> Decision {
         Decision::Cap {
             seq,
-            cap: 21,
-            allowed,
-            target,
-            cred_ns,
-            euid: 0,
+            check: CapCheck {
+                cap: 21,
+                allowed,
+                target,
+                cred_ns,
+                euid: 0,
+            },
         }
     }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Sink, StartInfo, Summary};
 use crate::errnos::{capability_name, errno_name, signal_name};
-use crate::event::{ArgValue, Event, EventKind, ExitStatus, NS_NAMES};
+use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, NS_NAMES};
 use crate::explain::{Evidence, Explanation};
 use crate::model::Annotated;
 use nstrace_common::{NsIds, TaskState, UserNsInfo};
@@ -95,7 +95,7 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Exec { .. } => "exec",
         EventKind::Exit { .. } => "exit",
         EventKind::Lost { .. } => "lost",
-        EventKind::Cap { .. } => "cap",
+        EventKind::Cap(_) => "cap",
         EventKind::Klog { .. } => "klog",
         EventKind::Mounts { .. } => "mounts",
     };
@@ -181,13 +181,13 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Lost { count } => {
             m.insert("count".into(), json!(count));
         }
-        EventKind::Cap {
+        EventKind::Cap(CapCheck {
             cap,
             allowed,
             target,
             cred_ns,
             euid,
-        } => {
+        }) => {
             m.insert("cap".into(), json!(capability_name(*cap)));
             m.insert("allowed".into(), json!(allowed));
             m.insert("user_ns".into(), userns_json(target));

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use super::{Sink, Summary};
 use crate::errnos::{capability_name, errno_message, errno_name, signal_name};
-use crate::event::{ArgValue, EventKind, ExitStatus, Syscall};
+use crate::event::{ArgValue, CapCheck, EventKind, ExitStatus, Syscall};
 use crate::explain::Evidence;
 use crate::model::Annotated;
 use crate::syscalls::RetKind;
@@ -60,6 +60,15 @@ impl<W: Write> TextSink<W> {
 }
 
 impl<W: Write> TextSink<W> {
+    /// Keeps a decision line until the call of `ev.tid` returns.
+    fn hold(&mut self, ev: &crate::event::Event, line: String) -> io::Result<()> {
+        self.decisions
+            .entry(ev.tid)
+            .or_default()
+            .push((ev.ts_ns, line));
+        Ok(())
+    }
+
     /// The writer back.
     pub fn into_inner(self) -> W {
         self.out
@@ -107,12 +116,12 @@ impl<W: Write> Sink for TextSink<W> {
                     st.reset
                 ),
             },
-            EventKind::Cap {
+            EventKind::Cap(CapCheck {
                 cap,
                 allowed,
                 target,
                 ..
-            } => {
+            }) => {
                 let (style, verdict) = if *allowed {
                     (st.dim, "granted")
                 } else {
@@ -127,11 +136,7 @@ impl<W: Write> Sink for TextSink<W> {
                     target.owner,
                     st.reset
                 );
-                self.decisions
-                    .entry(ev.tid)
-                    .or_default()
-                    .push((ev.ts_ns, line));
-                return Ok(());
+                return self.hold(ev, line);
             }
             EventKind::Klog { text } => {
                 let line = format!(
@@ -141,11 +146,7 @@ impl<W: Write> Sink for TextSink<W> {
                     sanitize(text),
                     st.reset
                 );
-                self.decisions
-                    .entry(ev.tid)
-                    .or_default()
-                    .push((ev.ts_ns, line));
-                return Ok(());
+                return self.hold(ev, line);
             }
             EventKind::Mounts {
                 mnt_ns,
@@ -461,13 +462,13 @@ mod tests {
                 pid: 77,
                 tid: 77,
                 comm: "x".into(),
-                kind: EventKind::Cap {
+                kind: EventKind::Cap(CapCheck {
                     cap: 21,
                     allowed: false,
                     target: Default::default(),
                     cred_ns: Default::default(),
                     euid: 0,
-                },
+                }),
             },
             ns_changes: vec![],
             explanation: None,

@@ -123,24 +123,30 @@ fn demo(root: &Path) -> Result<()> {
         .spawn()
         .context("cannot run unshare (util-linux)")?;
     let stdout = child.stdout.take().context("no stdout")?;
-    let mut saw_unshare = false;
-    let mut saw_eperm = false;
+    let (mut saw_unshare, mut saw_eperm, mut saw_why) = (false, false, false);
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         saw_unshare |= line.contains("unshare(") && line.contains("CLONE_NEWUSER");
         saw_eperm |= line.contains("mount(\"proc\", \"/proc\", \"proc\"") && line.contains("EPERM");
+        saw_why |= line.contains("why:") && line.contains("(mount_too_revealing)");
     }
     let status = child.wait()?;
     println!();
-    if saw_unshare && saw_eperm {
+    if saw_unshare && saw_eperm && saw_why {
         println!(
-            "demo: traced the unshare and the refused proc mount (EPERM); the command exited with {}.",
-            status.code().map_or_else(|| status.to_string(), |c| c.to_string())
+            "demo: traced the unshare and the refused proc mount (EPERM), explained as \
+             mount_too_revealing naming {masked}; the command exited with {}.",
+            status
+                .code()
+                .map_or_else(|| status.to_string(), |c| c.to_string())
         );
         Ok(())
     } else {
-        bail!("demo: expected an unshare(CLONE_NEWUSER...) line and a proc mount failing with EPERM in the trace")
+        bail!(
+            "demo: expected an unshare(CLONE_NEWUSER...) line, a proc mount failing with EPERM \
+             and its explanation (mount_too_revealing) in the trace"
+        )
     }
 }
 

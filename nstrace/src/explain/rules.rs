@@ -223,7 +223,7 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
     let named = if masks.is_empty() {
         String::new()
     } else {
-        format!(" (here: {})", masks.join(", "))
+        format!(": {}", masks.join(", "))
     };
     let mut e = Explanation::new(
         Cause::MountTooRevealing,

@@ -254,6 +254,10 @@ pub struct SyscallRecord {
     pub fd_magic: u32,
     /// Inode number of that fd's file (for an nsfs file: the namespace id).
     pub fd_ino: u64,
+    /// For an nsfs file: the namespace's type (a CLONE_NEW* value; 0 if unknown).
+    pub fd_ns_type: u32,
+    /// For a pid or user namespace file: the namespace's level.
+    pub fd_ns_level: u32,
     /// A struct argument copied from user memory.
     pub blob: [u8; BLOB_LEN],
     /// String arguments, as the [`ArgSpec`] for `nr` says.
@@ -415,6 +419,14 @@ pub struct Offsets {
     pub inode_sb: u32,
     /// `super_block.s_magic`.
     pub sb_magic: u32,
+    /// `inode.i_private` (an nsfs inode's `ns_common`).
+    pub inode_private: u32,
+    /// `ns_common.ns_type` (6.18; NO_OFFSET on kernels without it).
+    pub ns_common_type: u32,
+    /// Offset of `ns` (the `ns_common`) in `pid_namespace`.
+    pub pidns_ns: u32,
+    /// Offset of `ns` in `user_namespace`.
+    pub userns_ns: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
     /// r10, r8, r9; arm64: regs[0..6]).
     pub regs_arg: [u32; 6],
@@ -471,6 +483,10 @@ impl Offsets {
         inode_ino: NO_OFFSET,
         inode_sb: NO_OFFSET,
         sb_magic: NO_OFFSET,
+        inode_private: NO_OFFSET,
+        ns_common_type: NO_OFFSET,
+        pidns_ns: NO_OFFSET,
+        userns_ns: NO_OFFSET,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,
         binprm_filename: NO_OFFSET,

@@ -19,7 +19,8 @@ use aya_ebpf::{
 use nstrace_common::{
     ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord,
     MountProbe, NsIds, RecordKind, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN, BLOB_LEN,
-    KLOG_LEN, MAX_SYSCALL_NR, NO_OFFSET, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
+    KLOG_LEN, MAX_SYSCALL_NR, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN, STR_SLOTS,
+    SYSCALL_NO_ENTRY,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -280,6 +281,9 @@ fn probe_mount(cfg: &Config, regs: u64) {
     let _ = MOUNT_PROBE.insert(fd as u32, probe, 0);
 }
 
+const CLONE_NEWPID: u32 = 0x2000_0000;
+const CLONE_NEWUSER: u32 = 0x1000_0000;
+
 /// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -360,20 +364,31 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             None => 0,
         };
         addr_of_mut!((*rec).blob_len).write(blob_len);
-        let (ino, magic) = match pick(&args, spec.fd_arg) {
-            Some(fd) => {
-                let o = &cfg.offsets;
-                let inode: u64 = kread(fd_file(cfg, fd), o.file_inode).unwrap_or(0);
-                let sb: u64 = kread(inode, o.inode_sb).unwrap_or(0);
-                (
-                    kread::<u64>(inode, o.inode_ino).unwrap_or(0),
-                    kread::<u32>(sb, o.sb_magic).unwrap_or(0),
-                )
+        let (mut ino, mut magic, mut ns_type, mut level) = (0u64, 0u32, 0u32, 0u32);
+        if let Some(fd) = pick(&args, spec.fd_arg) {
+            let o = &cfg.offsets;
+            let inode: u64 = kread(fd_file(cfg, fd), o.file_inode).unwrap_or(0);
+            let sb: u64 = kread(inode, o.inode_sb).unwrap_or(0);
+            ino = kread(inode, o.inode_ino).unwrap_or(0);
+            magic = kread(sb, o.sb_magic).unwrap_or(0);
+            if magic == NSFS_MAGIC {
+                // An nsfs inode's i_private is the namespace's ns_common.
+                let ns: u64 = kread(inode, o.inode_private).unwrap_or(0);
+                ns_type = kread(ns, o.ns_common_type).unwrap_or(0);
+                let (outer, level_off) = match ns_type {
+                    CLONE_NEWPID => (o.pidns_ns, o.pidns_level),
+                    CLONE_NEWUSER => (o.userns_ns, o.userns_level),
+                    _ => (NO_OFFSET, NO_OFFSET),
+                };
+                if outer != NO_OFFSET && ns != 0 {
+                    level = kread(ns - outer as u64, level_off).unwrap_or(0);
+                }
             }
-            None => (0, 0),
-        };
+        }
         addr_of_mut!((*rec).fd_ino).write(ino);
         addr_of_mut!((*rec).fd_magic).write(magic);
+        addr_of_mut!((*rec).fd_ns_type).write(ns_type);
+        addr_of_mut!((*rec).fd_ns_level).write(level);
         // If the table is full the exit is reported without its entry. The
         // record goes by reference: a copy would not fit on the BPF stack.
         #[allow(clippy::needless_borrows_for_generic_args)]
@@ -420,6 +435,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 addr_of_mut!((*rec).blob_len).write(0);
                 addr_of_mut!((*rec).fd_ino).write(0);
                 addr_of_mut!((*rec).fd_magic).write(0);
+                addr_of_mut!((*rec).fd_ns_type).write(0);
+                addr_of_mut!((*rec).fd_ns_level).write(0);
                 let task = current_task();
                 read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
                 read_state(cfg, task, addr_of_mut!((*rec).state));

@@ -10,7 +10,9 @@ use nstrace_common::{
 use thiserror::Error;
 
 use crate::errnos::{errno_name, signal_name};
-use crate::event::{escape_bytes, ArgValue, CapCheck, Event, EventKind, ExitStatus, Syscall};
+use crate::event::{
+    escape_bytes, ArgValue, CapCheck, Event, EventKind, ExitStatus, NsRef, Syscall,
+};
 use crate::flags::{self, enum_name};
 use crate::syscalls::{self, ArgKind, BlobKind, RetKind, SyscallDef};
 
@@ -257,7 +259,15 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
         state: rec.state,
         fd_ns: (rec.fd_magic == nstrace_common::NSFS_MAGIC && !no_entry)
             .then(|| u32::try_from(rec.fd_ino).ok())
-            .flatten(),
+            .flatten()
+            .map(|inum| {
+                let kind = crate::event::ns_kind(rec.fd_ns_type);
+                NsRef {
+                    inum,
+                    kind,
+                    level: matches!(kind, Some("pid" | "user")).then_some(rec.fd_ns_level),
+                }
+            }),
     }
 }
 
@@ -431,6 +441,8 @@ mod tests {
             blob_len: 0,
             fd_magic: 0,
             fd_ino: 0,
+            fd_ns_type: 0,
+            fd_ns_level: 0,
             blob: [0; BLOB_LEN],
             strs: [[0; STR_LEN]; STR_SLOTS],
         };

@@ -176,7 +176,33 @@ pub struct Syscall {
     pub state: TaskState,
     /// For setns: the namespace the fd refers to, when it is a namespace
     /// file (`/proc/PID/ns/*`); `None` for a pidfd or an unknown fd.
-    pub fd_ns: Option<u32>,
+    pub fd_ns: Option<NsRef>,
+}
+
+/// A namespace an fd refers to, as the kernel side identified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NsRef {
+    /// Inode number (the namespace id).
+    pub inum: u32,
+    /// Its type (`"pid"`), when the kernel says (6.18's `ns_common.ns_type`).
+    pub kind: Option<&'static str>,
+    /// Its level, for pid and user namespaces.
+    pub level: Option<u32>,
+}
+
+/// The namespace type name of a CLONE_NEW* value.
+pub fn ns_kind(clone_flag: u32) -> Option<&'static str> {
+    Some(match clone_flag {
+        0x0002_0000 => "mnt",
+        0x0400_0000 => "uts",
+        0x0800_0000 => "ipc",
+        0x1000_0000 => "user",
+        0x2000_0000 => "pid",
+        0x4000_0000 => "net",
+        0x0200_0000 => "cgroup",
+        0x0000_0080 => "time",
+        _ => return None,
+    })
 }
 
 impl Syscall {

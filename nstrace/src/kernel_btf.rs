@@ -232,6 +232,12 @@ impl KernelBtf {
         o.inode_ino = get("inode", "i_ino");
         o.inode_sb = get("inode", "i_sb");
         o.sb_magic = get("super_block", "s_magic");
+        o.inode_private = get("inode", "i_private");
+        o.pidns_ns = get("pid_namespace", "ns");
+        o.userns_ns = get("user_namespace", "ns");
+        // ns_common.ns_type is new (6.18); older kernels name the type through
+        // ns->ops. Without it the type stays unknown, which no rule needs.
+        o.ns_common_type = self.offset_of("ns_common", "ns_type").unwrap_or(NO_OFFSET);
         let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
             let off = match reg {

@@ -227,11 +227,20 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
         state: state_of(m.get("state"))?,
         fd_ns: match m.get("fd_ns") {
             None => None,
-            Some(v) => Some(
-                v.as_u64()
+            Some(v) => Some(crate::event::NsRef {
+                inum: v
+                    .as_u64()
                     .and_then(|x| u32::try_from(x).ok())
                     .ok_or(ReplayError::Field("fd_ns"))?,
-            ),
+                kind: m
+                    .get("fd_ns_type")
+                    .and_then(Value::as_str)
+                    .and_then(|k| NS_NAMES.iter().find(|n| **n == k).copied()),
+                level: m
+                    .get("fd_ns_level")
+                    .and_then(Value::as_u64)
+                    .and_then(|x| u32::try_from(x).ok()),
+            }),
         },
     })
 }
@@ -419,7 +428,11 @@ mod tests {
                 mntns_owner: 9,
                 ..Default::default()
             },
-            fd_ns: Some(4026532000),
+            fd_ns: Some(crate::event::NsRef {
+                inum: 4026532000,
+                kind: Some("pid"),
+                level: Some(2),
+            }),
         };
         let ev = Event {
             seq: 4,

@@ -320,6 +320,35 @@ fn setns_into_the_own_user_namespace_is_userns_reentry() {
 }
 
 #[test]
+fn setns_into_an_ancestor_pid_namespace_is_pidns_not_descendant() {
+    if !root_or_skip() {
+        return;
+    }
+    // From inside a child pid namespace, into the parent's (this test's).
+    let t = trace(&["sh", "-c", "unshare -pf nsenter --pid=/proc/$$/ns/pid true"]);
+    check_explanations(&t);
+    let own_pidns = ns_inode(
+        &std::fs::read_link("/proc/self/ns/pid")
+            .unwrap()
+            .to_string_lossy(),
+    );
+    let failed: Vec<_> = t
+        .syscalls("setns")
+        .into_iter()
+        .filter(|s| s["errno"] == "EINVAL")
+        .collect();
+    // util-linux nsenter tries twice; each try is explained.
+    assert!(!failed.is_empty(), "{}", t.dump());
+    for s in failed {
+        assert_eq!(s["fd_ns"].as_u64(), Some(own_pidns), "{s}");
+        assert_eq!(s["fd_ns_type"], "pid");
+        assert_eq!(s["fd_ns_level"], 0);
+        assert_eq!(s["state"]["pidns_level"], 1);
+        assert_eq!(cause(s), "pidns_not_descendant", "{s}");
+    }
+}
+
+#[test]
 fn lowered_max_user_namespaces_is_a_namespace_limit() {
     if !root_or_skip() {
         return;

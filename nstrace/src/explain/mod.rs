@@ -35,6 +35,8 @@ pub enum Cause {
     Multithreaded,
     /// setns into the caller's own user namespace.
     UsernsReentry,
+    /// setns into a pid namespace that is not below the caller's.
+    PidnsNotDescendant,
     /// Nothing matched on evidence.
     Unknown,
 }
@@ -53,6 +55,7 @@ impl Cause {
             Self::NamespaceLimit => "namespace_limit",
             Self::Multithreaded => "multithreaded",
             Self::UsernsReentry => "userns_reentry",
+            Self::PidnsNotDescendant => "pidns_not_descendant",
             Self::Unknown => "unknown",
         }
     }

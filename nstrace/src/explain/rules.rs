@@ -88,6 +88,13 @@ pub static RULES: &[Rule] = &[
         check: userns_reentry,
     },
     Rule {
+        cause: Cause::PidnsNotDescendant,
+        condition: "SN8: setns into a pid namespace that is not the caller's active one or \
+                    below it (EINVAL); shown when the target's level, read in the kernel at \
+                    entry, is lower than the caller's, or equal but another namespace",
+        check: pidns_not_descendant,
+    },
+    Rule {
         cause: Cause::NamespaceLimit,
         condition: "UN2/UN10: user namespaces nest 32 levels deep below the initial one, pid \
                     namespaces 32; UN3/UN8: the per-user count limits user.max_*_namespaces \
@@ -556,7 +563,7 @@ fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
     if !(types.is_empty() || types == ["CLONE_NEWUSER"]) {
         return None;
     }
-    let target = ctx.call.fd_ns?;
+    let target = ctx.call.fd_ns?.inum;
     let own = ctx.call.state.user_ns;
     if target != own.inum {
         return None;
@@ -574,6 +581,46 @@ fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
         Some(
             "skip the setns when the target is already the current user namespace (compare \
              readlink /proc/self/ns/user with the target's); nsenter does this check itself"
+                .into(),
+        ),
+    ))
+}
+
+fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.call.name != "setns" || ctx.errno != EINVAL {
+        return None;
+    }
+    let types = ctx.flags("nstype");
+    if !(types.is_empty() || types == ["CLONE_NEWPID"]) {
+        return None;
+    }
+    let target = ctx.call.fd_ns?;
+    let level = target.level.filter(|_| target.kind == Some("pid"))?;
+    let own_level = ctx.call.state.pidns_level;
+    let own = ctx.call.ns.inum[nstrace_common::ns::PID];
+    let relation = if level < own_level {
+        "above it (an ancestor)"
+    } else if level == own_level && target.inum != own {
+        "beside it (another namespace at the same level)"
+    } else {
+        // Deeper: a descendant or a cousin; without its ancestry, no claim.
+        return None;
+    };
+    Some(Explanation::new(
+        Cause::PidnsNotDescendant,
+        format!(
+            "setns into pid namespace {} (level {level}) is refused: a task may only enter its \
+             active pid namespace ({own}, level {own_level}) or one below it, and this one is {relation}",
+            target.inum
+        ),
+        vec![Evidence::Fact(format!(
+            "the fd refers to pid namespace {} at level {level}; the caller's active pid \
+             namespace {own} is at level {own_level}",
+            target.inum
+        ))],
+        Some(
+            "enter the pid namespace from a process that is at or above it (for example from \
+             the parent of the process whose namespace you want), not from inside a child"
                 .into(),
         ),
     ))
@@ -1140,16 +1187,66 @@ mod tests {
             22,
             st,
         );
-        sc.fd_ns = Some(CHILD.inum);
+        let user_fd = |inum| {
+            Some(crate::event::NsRef {
+                inum,
+                kind: Some("user"),
+                level: None,
+            })
+        };
+        sc.fd_ns = user_fd(CHILD.inum);
         assert_eq!(
             run(sc.clone(), vec![], ALL_HOOKS).cause,
             Cause::UsernsReentry
         );
         // Another user namespace, or an unknown fd: no claim.
-        sc.fd_ns = Some(INIT.inum);
+        sc.fd_ns = user_fd(INIT.inum);
         assert_eq!(run(sc.clone(), vec![], ALL_HOOKS).cause, Cause::Unknown);
         sc.fd_ns = None;
         assert_eq!(run(sc, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    #[test]
+    fn setns_into_a_pid_namespace_above_or_beside() {
+        let st = TaskState {
+            pidns_level: 1,
+            nr_threads: 1,
+            ..Default::default()
+        };
+        let setns_pid = |inum, level| {
+            let mut sc = call(
+                "setns",
+                vec![
+                    ("fd", ArgValue::Int(3)),
+                    ("nstype", flags(&["CLONE_NEWPID"])),
+                ],
+                22,
+                st,
+            );
+            sc.ns.inum[nstrace_common::ns::PID] = 500;
+            sc.fd_ns = Some(crate::event::NsRef {
+                inum,
+                kind: Some("pid"),
+                level: Some(level),
+            });
+            sc
+        };
+        let e = run(setns_pid(400, 0), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::PidnsNotDescendant);
+        assert!(e.text.contains("an ancestor"), "{}", e.text);
+        assert_eq!(
+            run(setns_pid(501, 1), vec![], ALL_HOOKS).cause,
+            Cause::PidnsNotDescendant
+        );
+        // Deeper: maybe a cousin, maybe not; and its own: never this rule.
+        assert_eq!(
+            run(setns_pid(600, 2), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
+        assert_eq!(
+            run(setns_pid(500, 1), vec![], ALL_HOOKS).cause,
+            Cause::Unknown
+        );
     }
 
     #[test]

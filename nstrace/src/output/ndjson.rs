@@ -137,7 +137,13 @@ pub fn event_json(ev: &Event) -> Value {
             m.insert("duration_ns".into(), json!(sc.duration_ns));
             m.insert("state".into(), state_json(&sc.state));
             if let Some(ns) = sc.fd_ns {
-                m.insert("fd_ns".into(), json!(ns));
+                m.insert("fd_ns".into(), json!(ns.inum));
+                if let Some(kind) = ns.kind {
+                    m.insert("fd_ns_type".into(), json!(kind));
+                }
+                if let Some(level) = ns.level {
+                    m.insert("fd_ns_level".into(), json!(level));
+                }
             }
             if sc.no_entry {
                 m.insert("no_entry".into(), json!(true));

@@ -303,7 +303,13 @@ fn syscall_line(sc: &Syscall, st: &Style) -> String {
             .iter()
             .map(|(name, v)| match (*name, sc.fd_ns) {
                 // strace -y style: the fd with what it refers to.
-                ("fd", Some(ns)) => format!("{}<ns {ns}>", arg_text(v)),
+                ("fd", Some(ns)) => format!(
+                    "{}<{}ns {}{}>",
+                    arg_text(v),
+                    ns.kind.map(|k| format!("{k} ")).unwrap_or_default(),
+                    ns.inum,
+                    ns.level.map(|l| format!(", level {l}")).unwrap_or_default()
+                ),
                 _ => arg_text(v),
             })
             .collect::<Vec<_>>()

@@ -147,8 +147,40 @@ pub struct TaskState {
     pub pidns_owner: u32,
     /// User namespace owning the caller's network namespace.
     pub netns_owner: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// Effective gid (global).
+    pub egid: u32,
+    /// The uid_map of the caller's user namespace (inline extents).
+    pub uid_map: IdMap,
+    /// Its gid_map.
+    pub gid_map: IdMap,
+}
+
+/// The inline part of a user namespace's uid_map or gid_map: up to 5
+/// extents, each mapping `count` ids from `lower[i]` (global) up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// Extents in use; more than 5 live outside (not copied); `u32::MAX`
+    /// if the map could not be read.
+    pub nr_extents: u32,
+    /// First global id of each extent.
+    pub lower: [u32; 5],
+    /// Length of each extent.
+    pub count: [u32; 5],
+}
+
+impl IdMap {
+    /// Whether global `id` is mapped: `Some(bool)` when the inline extents
+    /// say, `None` when they cannot (unread, or more than 5 extents).
+    pub fn maps(&self, id: u32) -> Option<bool> {
+        if self.nr_extents > 5 {
+            return None;
+        }
+        Some(
+            (0..self.nr_extents as usize)
+                .any(|i| id >= self.lower[i] && id - self.lower[i] < self.count[i]),
+        )
+    }
 }
 
 /// A capability check (`cap_capable`) made while a tracked task was inside a
@@ -395,6 +427,22 @@ pub struct Offsets {
     pub pidns_level: u32,
     /// `net.user_ns`.
     pub netns_user_ns: u32,
+    /// `cred.egid`.
+    pub cred_egid: u32,
+    /// `user_namespace.uid_map`.
+    pub userns_uid_map: u32,
+    /// `user_namespace.gid_map`.
+    pub userns_gid_map: u32,
+    /// `uid_gid_map.nr_extents`.
+    pub idmap_nr_extents: u32,
+    /// `uid_gid_map.extent` (the inline array of up to 5).
+    pub idmap_extent: u32,
+    /// `sizeof(struct uid_gid_extent)`.
+    pub idmap_extent_size: u32,
+    /// `uid_gid_extent.lower_first`.
+    pub extent_lower_first: u32,
+    /// `uid_gid_extent.count`.
+    pub extent_count: u32,
     /// `task_struct.files`.
     pub task_files: u32,
     /// `files_struct.fdt`.
@@ -471,6 +519,14 @@ impl Offsets {
         pidns_user_ns: NO_OFFSET,
         pidns_level: NO_OFFSET,
         netns_user_ns: NO_OFFSET,
+        cred_egid: NO_OFFSET,
+        userns_uid_map: NO_OFFSET,
+        userns_gid_map: NO_OFFSET,
+        idmap_nr_extents: NO_OFFSET,
+        idmap_extent: NO_OFFSET,
+        idmap_extent_size: NO_OFFSET,
+        extent_lower_first: NO_OFFSET,
+        extent_count: NO_OFFSET,
         task_files: NO_OFFSET,
         files_fdt: NO_OFFSET,
         fdtable_max_fds: NO_OFFSET,
@@ -588,6 +644,38 @@ mod tests {
         for nr in [1u64, 62, 65, 166, 510, 512, u64::MAX] {
             assert!(!cfg.traces_syscall(nr), "{nr}");
         }
+    }
+
+    #[test]
+    fn id_maps() {
+        let init = IdMap {
+            nr_extents: 1,
+            lower: [0, 0, 0, 0, 0],
+            count: [u32::MAX, 0, 0, 0, 0],
+        };
+        assert_eq!(init.maps(0), Some(true));
+        assert_eq!(init.maps(1000), Some(true));
+        let unwritten = IdMap::default();
+        assert_eq!(unwritten.maps(0), Some(false));
+        let one = IdMap {
+            nr_extents: 1,
+            lower: [1000, 0, 0, 0, 0],
+            count: [1, 0, 0, 0, 0],
+        };
+        assert_eq!(
+            (one.maps(1000), one.maps(1001), one.maps(999)),
+            (Some(true), Some(false), Some(false))
+        );
+        let many = IdMap {
+            nr_extents: 6,
+            ..Default::default()
+        };
+        assert_eq!(many.maps(0), None);
+        let unread = IdMap {
+            nr_extents: u32::MAX,
+            ..Default::default()
+        };
+        assert_eq!(unread.maps(0), None);
     }
 
     #[test]

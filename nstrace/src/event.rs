@@ -35,6 +35,9 @@ pub struct Event {
 }
 
 /// What an event is.
+// Most events are syscalls: boxing the large variant would allocate on the
+// common path without saving anything (events pass through one at a time).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     /// A traced syscall returned.

@@ -220,6 +220,13 @@ impl KernelBtf {
         o.pidns_user_ns = get("pid_namespace", "user_ns");
         o.pidns_level = get("pid_namespace", "level");
         o.netns_user_ns = get("net", "user_ns");
+        o.cred_egid = get("cred", "egid");
+        o.userns_uid_map = get("user_namespace", "uid_map");
+        o.userns_gid_map = get("user_namespace", "gid_map");
+        o.idmap_nr_extents = get("uid_gid_map", "nr_extents");
+        o.idmap_extent = get("uid_gid_map", "extent");
+        o.extent_lower_first = get("uid_gid_extent", "lower_first");
+        o.extent_count = get("uid_gid_extent", "count");
         o.task_files = get("task_struct", "files");
         o.files_fdt = get("files_struct", "fdt");
         o.fdtable_max_fds = get("fdtable", "max_fds");
@@ -284,6 +291,10 @@ impl KernelBtf {
             }
             o.ns_inum[slot] = get(strukt, "ns.inum");
         }
+        o.idmap_extent_size = self.size_of("uid_gid_extent").unwrap_or_else(|| {
+            missing.push("sizeof(struct uid_gid_extent)".into());
+            NO_OFFSET
+        });
         o.upid_size = self.size_of("upid").unwrap_or_else(|| {
             missing.push("sizeof(struct upid)".into());
             NO_OFFSET

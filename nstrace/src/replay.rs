@@ -123,8 +123,36 @@ fn state_of(v: Option<&Value>) -> R<TaskState> {
         mntns_owner: f(u32_of(owners, "mnt"))?,
         pidns_owner: f(u32_of(owners, "pid"))?,
         netns_owner: f(u32_of(owners, "net"))?,
-        _pad: 0,
+        egid: m
+            .get("egid")
+            .and_then(Value::as_u64)
+            .and_then(|x| u32::try_from(x).ok())
+            .unwrap_or(0),
+        uid_map: id_map_of(m, "uid"),
+        gid_map: id_map_of(m, "gid"),
     })
+}
+
+/// A map that answers `state.ids_mapped.{uid,gid}` as recorded: true (one
+/// extent covering every id), false (no extent), or unknown (null, absent).
+fn id_map_of(state: &Map<String, Value>, which: &str) -> nstrace_common::IdMap {
+    use nstrace_common::IdMap;
+    match state
+        .get("ids_mapped")
+        .and_then(|m| m.get(which))
+        .and_then(Value::as_bool)
+    {
+        Some(true) => IdMap {
+            nr_extents: 1,
+            lower: [0; 5],
+            count: [u32::MAX, 0, 0, 0, 0],
+        },
+        Some(false) => IdMap::default(),
+        None => IdMap {
+            nr_extents: u32::MAX,
+            ..IdMap::default()
+        },
+    }
 }
 
 fn hex(s: &str) -> Option<u64> {

@@ -349,6 +349,33 @@ fn setns_into_an_ancestor_pid_namespace_is_pidns_not_descendant() {
 }
 
 #[test]
+fn nested_user_namespace_without_a_uid_map_is_idmap_rules() {
+    if !root_or_skip() {
+        return;
+    }
+    // The inner unshare runs in a user namespace whose maps were never written.
+    let t = trace(&["unshare", "-U", "unshare", "-U", "true"]);
+    check_explanations(&t);
+    let u = failed(&t, "unshare");
+    assert_eq!(u["errno"], "EPERM");
+    assert_eq!(
+        u["state"]["ids_mapped"],
+        serde_json::json!({"uid": false, "gid": false})
+    );
+    assert_eq!(cause(u), "idmap_rules", "{u}");
+    // The outer unshare, in the initial user namespace, was mapped.
+    let outer = t
+        .syscalls("unshare")
+        .into_iter()
+        .find(|s| s["ret"] == 0)
+        .unwrap();
+    assert_eq!(
+        outer["state"]["ids_mapped"],
+        serde_json::json!({"uid": true, "gid": true})
+    );
+}
+
+#[test]
 fn lowered_max_user_namespaces_is_a_namespace_limit() {
     if !root_or_skip() {
         return;

@@ -37,6 +37,8 @@ pub enum Cause {
     UsernsReentry,
     /// setns into a pid namespace that is not below the caller's.
     PidnsNotDescendant,
+    /// A user-namespace id-mapping rule refused the call.
+    IdmapRules,
     /// Nothing matched on evidence.
     Unknown,
 }
@@ -56,6 +58,7 @@ impl Cause {
             Self::Multithreaded => "multithreaded",
             Self::UsernsReentry => "userns_reentry",
             Self::PidnsNotDescendant => "pidns_not_descendant",
+            Self::IdmapRules => "idmap_rules",
             Self::Unknown => "unknown",
         }
     }

@@ -95,6 +95,13 @@ pub static RULES: &[Rule] = &[
         check: pidns_not_descendant,
     },
     Rule {
+        cause: Cause::IdmapRules,
+        condition: "UN5/CL5: creating a user namespace needs the caller's euid and egid to be \
+                    mapped in its current user namespace (EPERM); read in the kernel at entry \
+                    from the uid_map and gid_map extents",
+        check: idmap_rules,
+    },
+    Rule {
         cause: Cause::NamespaceLimit,
         condition: "UN2/UN10: user namespaces nest 32 levels deep below the initial one, pid \
                     namespaces 32; UN3/UN8: the per-user count limits user.max_*_namespaces \
@@ -621,6 +628,48 @@ fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
         Some(
             "enter the pid namespace from a process that is at or above it (for example from \
              the parent of the process whose namespace you want), not from inside a child"
+                .into(),
+        ),
+    ))
+}
+
+fn idmap_rules(ctx: &Ctx) -> Option<Explanation> {
+    let name = ctx.call.name.as_str();
+    if ctx.errno != EPERM
+        || !matches!(name, "unshare" | "clone" | "clone3")
+        || !ctx.flags("flags").contains(&"CLONE_NEWUSER")
+    {
+        return None;
+    }
+    let st = &ctx.call.state;
+    let unmapped: Vec<&str> = [
+        ("uid", st.uid_map.maps(st.euid)),
+        ("gid", st.gid_map.maps(st.egid)),
+    ]
+    .iter()
+    .filter(|(_, m)| *m == Some(false))
+    .map(|(n, _)| *n)
+    .collect();
+    if unmapped.is_empty() {
+        return None;
+    }
+    let which = unmapped.join(" and ");
+    Some(Explanation::new(
+        Cause::IdmapRules,
+        format!(
+            "creating a user namespace needs the caller's uid and gid to be mapped in its \
+             current user namespace, and its {which} has no mapping in {} (no {which}_map line \
+             covers it)",
+            userns_text(&st.user_ns)
+        ),
+        vec![Evidence::Fact(format!(
+            "euid {} in {}: {which} not covered by its id map",
+            st.euid,
+            userns_text(&st.user_ns)
+        ))],
+        Some(
+            "write the parent's uid_map and gid_map first (unshare -r maps the caller to root; \
+             newuidmap/newgidmap for a range), then create the nested user namespace"
                 .into(),
         ),
     ))
@@ -1204,6 +1253,38 @@ mod tests {
         assert_eq!(run(sc.clone(), vec![], ALL_HOOKS).cause, Cause::Unknown);
         sc.fd_ns = None;
         assert_eq!(run(sc, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    #[test]
+    fn unshare_newuser_with_an_unmapped_uid() {
+        let st = TaskState {
+            user_ns: CHILD,
+            nr_threads: 1,
+            // Maps never written: no extents.
+            ..Default::default()
+        };
+        let sc = call("unshare", vec![("flags", flags(&["CLONE_NEWUSER"]))], 1, st);
+        let e = run(sc.clone(), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::IdmapRules);
+        assert!(e.text.contains("uid and gid has no mapping"), "{}", e.text);
+        // Mapped, or unknown: no claim.
+        let all = nstrace_common::IdMap {
+            nr_extents: 1,
+            lower: [0; 5],
+            count: [u32::MAX, 0, 0, 0, 0],
+        };
+        let mut mapped = sc.clone();
+        mapped.state.uid_map = all;
+        mapped.state.gid_map = all;
+        assert_eq!(run(mapped, vec![], ALL_HOOKS).cause, Cause::Unknown);
+        let mut unknown = sc;
+        let many = nstrace_common::IdMap {
+            nr_extents: 6,
+            ..Default::default()
+        };
+        unknown.state.uid_map = many;
+        unknown.state.gid_map = many;
+        assert_eq!(run(unknown, vec![], ALL_HOOKS).cause, Cause::Unknown);
     }
 
     #[test]

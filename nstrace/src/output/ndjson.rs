@@ -258,6 +258,8 @@ pub fn state_json(st: &TaskState) -> Value {
         "seccomp_mode": st.seccomp_mode,
         "pidns_level": st.pidns_level,
         "owners": {"mnt": st.mntns_owner, "pid": st.pidns_owner, "net": st.netns_owner},
+        "egid": st.egid,
+        "ids_mapped": {"uid": st.uid_map.maps(st.euid), "gid": st.gid_map.maps(st.egid)},
     })
 }
 

@@ -562,15 +562,21 @@ fn multithreaded(ctx: &Ctx) -> Option<Explanation> {
     ))
 }
 
-fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
+/// The namespace fd of a setns that failed with EINVAL while asking for
+/// namespace type `flag` (or any type, nstype 0).
+fn setns_einval_into(ctx: &Ctx, flag: &str) -> Option<crate::event::NsRef> {
     if ctx.call.name != "setns" || ctx.errno != EINVAL {
         return None;
     }
     let types = ctx.flags("nstype");
-    if !(types.is_empty() || types == ["CLONE_NEWUSER"]) {
+    if !(types.is_empty() || types == [flag]) {
         return None;
     }
-    let target = ctx.call.fd_ns?.inum;
+    ctx.call.fd_ns
+}
+
+fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
+    let target = setns_einval_into(ctx, "CLONE_NEWUSER")?.inum;
     let own = ctx.call.state.user_ns;
     if target != own.inum {
         return None;
@@ -594,14 +600,7 @@ fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
 }
 
 fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
-    if ctx.call.name != "setns" || ctx.errno != EINVAL {
-        return None;
-    }
-    let types = ctx.flags("nstype");
-    if !(types.is_empty() || types == ["CLONE_NEWPID"]) {
-        return None;
-    }
-    let target = ctx.call.fd_ns?;
+    let target = setns_einval_into(ctx, "CLONE_NEWPID")?;
     let level = target.level.filter(|_| target.kind == Some("pid"))?;
     let own_level = ctx.call.state.pidns_level;
     let own = ctx.call.ns.inum[nstrace_common::ns::PID];

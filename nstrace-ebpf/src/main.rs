@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str,
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
 use nstrace_common::{
@@ -271,6 +271,25 @@ fn count_lost(taken: u32) {
     }
 }
 
+/// Reserves a record in the ring buffer, counting a loss if it is full.
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count_lost(0);
+    }
+    entry
+}
+
+/// Fills the header of a reserved record, which carries the losses this
+/// CPU has not reported yet.
+#[inline(always)]
+fn start_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
+    fill_header(h, kind, pid, tid);
+    // SAFETY: `h` points into the reservation.
+    unsafe { addr_of_mut!((*h).lost_before).write(take_lost()) };
+}
+
 #[inline(always)]
 fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
     // SAFETY: `h` points into a reservation, map value or scratch slot.
@@ -515,15 +534,13 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     if cfg.trace_all == 0 {
         let _ = TRACKED.insert(child_pid, 1, 0);
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count_lost(0);
+    let Some(mut entry) = reserve::<ForkRecord>() else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` is the reservation.
     unsafe {
-        fill_header(addr_of_mut!((*rec).header), RecordKind::Fork, pid, tid);
-        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        start_header(addr_of_mut!((*rec).header), RecordKind::Fork, pid, tid);
         addr_of_mut!((*rec).child_pid).write(child_pid);
         addr_of_mut!((*rec).child_tid).write(child_tid);
         read_ns(cfg, child, addr_of_mut!((*rec).child_ns));
@@ -543,16 +560,14 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     if !is_tracked(cfg, pid) {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count_lost(0);
+    let Some(mut entry) = reserve::<ExecRecord>() else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
     let task = current_task();
     // SAFETY: `rec` is the reservation.
     unsafe {
-        fill_header(addr_of_mut!((*rec).header), RecordKind::Exec, pid, tid);
-        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        start_header(addr_of_mut!((*rec).header), RecordKind::Exec, pid, tid);
         let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
         addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
         let old: u64 = ctx.arg(1);
@@ -615,15 +630,13 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     if cfg.trace_all == 0 {
         let _ = TRACKED.remove(pid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_lost(0);
+    let Some(mut entry) = reserve::<ExitRecord>() else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` is the reservation.
     unsafe {
-        fill_header(addr_of_mut!((*rec).header), RecordKind::Exit, pid, tid);
-        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        start_header(addr_of_mut!((*rec).header), RecordKind::Exit, pid, tid);
         let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
         addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
         addr_of_mut!((*rec).exit_code).write(kread(task, o.task_exit_code).unwrap_or(0));
@@ -649,8 +662,7 @@ pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
     let target: u64 = ctx.arg(1);
     let cap: u64 = ctx.arg(3);
     let ret: u64 = ctx.arg(4);
-    let Some(mut entry) = EVENTS.reserve::<CapRecord>(0) else {
-        count_lost(0);
+    let Some(mut entry) = reserve::<CapRecord>() else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
@@ -658,8 +670,7 @@ pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
     let cred_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
     // SAFETY: `rec` is the reservation.
     unsafe {
-        fill_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
-        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        start_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
         addr_of_mut!((*rec).cap).write(cap as i32);
         addr_of_mut!((*rec).ret).write(ret as i32);
         addr_of_mut!((*rec).target).write(read_userns(cfg, target));
@@ -683,8 +694,7 @@ pub fn console(ctx: RawTracePointContext) -> i32 {
     }
     let text: u64 = ctx.arg(0);
     let len: u64 = ctx.arg(1);
-    let Some(mut entry) = EVENTS.reserve::<KlogRecord>(0) else {
-        count_lost(0);
+    let Some(mut entry) = reserve::<KlogRecord>() else {
         return 0;
     };
     let rec = entry.as_mut_ptr();
@@ -696,8 +706,7 @@ pub fn console(ctx: RawTracePointContext) -> i32 {
     let n = n & (KLOG_LEN as u32 - 1);
     // SAFETY: `rec` is the reservation.
     unsafe {
-        fill_header(addr_of_mut!((*rec).header), RecordKind::Klog, pid, tid);
-        addr_of_mut!((*rec).header.lost_before).write(take_lost());
+        start_header(addr_of_mut!((*rec).header), RecordKind::Klog, pid, tid);
         let r = if n == 0 {
             0
         } else {

@@ -72,6 +72,16 @@ fn str_of<'a>(m: &'a Map<String, Value>, k: &'static str) -> R<&'a str> {
         .ok_or(ReplayError::Field(k))
 }
 
+/// An array of strings (non-strings in it are skipped).
+fn strings_of(m: &Map<String, Value>, k: &'static str) -> R<Vec<String>> {
+    Ok(m.get(k)
+        .and_then(Value::as_array)
+        .ok_or(ReplayError::Field(k))?
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect())
+}
+
 fn bool_of(m: &Map<String, Value>, k: &'static str) -> R<bool> {
     m.get(k)
         .and_then(Value::as_bool)
@@ -286,13 +296,7 @@ fn mounts_of(v: Option<&Value>) -> R<Vec<Mount>> {
                 parent: u32_of(m, "parent")?,
                 root: s("root")?,
                 mountpoint: s("mountpoint")?,
-                options: m
-                    .get("options")
-                    .and_then(Value::as_array)
-                    .ok_or(ReplayError::Field("options"))?
-                    .iter()
-                    .filter_map(|o| o.as_str().map(String::from))
-                    .collect(),
+                options: strings_of(m, "options")?,
                 fstype: s("fstype")?,
                 source: s("source")?,
                 kernel: match m.get("kernel") {
@@ -342,13 +346,7 @@ pub fn parse_line(line: &str) -> R<Line> {
         "exec" => EventKind::Exec {
             ppid: u32_of(m, "ppid")?,
             filename: str_of(m, "filename")?.to_string(),
-            argv: m
-                .get("argv")
-                .and_then(Value::as_array)
-                .ok_or(ReplayError::Field("argv"))?
-                .iter()
-                .filter_map(|a| a.as_str().map(String::from))
-                .collect(),
+            argv: strings_of(m, "argv")?,
             argv_truncated: m.get("argv_truncated").is_some(),
             ns: ns_of(m.get("ns"), "ns")?,
         },

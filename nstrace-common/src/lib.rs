@@ -153,6 +153,43 @@ pub struct TaskState {
     pub uid_map: IdMap,
     /// Its gid_map.
     pub gid_map: IdMap,
+    /// Where the caller's root directory is (chroot status, UN4).
+    pub root: RootState,
+}
+
+/// The caller's root directory (`task->fs->root`) against its mount
+/// namespace's root, read in the kernel so that userspace can tell whether
+/// the kernel's `current_chrooted()` holds. Each field: 0 no, 1 yes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RootState {
+    /// 1 when the fields below were read.
+    pub read: u8,
+    /// The root directory is the root of its mount (not a directory inside one).
+    pub at_mount_root: u8,
+    /// The root's mount is the namespace's root mount or stacked on it (each
+    /// mount on the way mounted on its parent's root); 2: the walk gave up.
+    pub on_ns_root: u8,
+    /// Something is mounted on the root directory's dentry (DCACHE_MOUNTED,
+    /// in this or any namespace), so the top of the stack is not known.
+    pub overmounted: u8,
+}
+
+impl RootState {
+    /// Whether the kernel's `current_chrooted()` would say true: `None`
+    /// when the read state cannot tell.
+    pub fn chrooted(&self) -> Option<bool> {
+        if self.read == 0 {
+            return None;
+        }
+        if self.at_mount_root == 0 || self.on_ns_root == 0 {
+            return Some(true);
+        }
+        if self.on_ns_root != 1 || self.overmounted != 0 {
+            return None;
+        }
+        Some(false)
+    }
 }
 
 /// The inline part of a user namespace's uid_map or gid_map: up to 5
@@ -213,7 +250,28 @@ pub struct MountProbe {
     pub mnt_id: u32,
     /// `vfsmount.mnt_flags` (MNT_LOCKED and the MNT_LOCK_* bits among them).
     pub flags: u32,
+    /// The mount namespace it belongs to (inode number; 0 for none).
+    pub mnt_ns: u32,
+    /// Its parent's mount id (its own id for a namespace's root).
+    pub parent_id: u32,
+    /// 1: the mount is shared (propagates to peers).
+    pub shared: u8,
+    /// 1: its parent is shared.
+    pub parent_shared: u8,
+    /// 1: the fd's dentry is the mount's root (the path is a mount point).
+    pub at_mount_root: u8,
+    /// Padding.
+    pub _pad: u8,
 }
+
+/// `mnt_flags` bit marking a shared mount on kernels before 6.15, where
+/// `struct mount` has no `mnt_t_flags`.
+pub const MNT_SHARED: u32 = 0x1000;
+/// `mnt_t_flags` bit of a shared mount (6.15 and later).
+pub const T_SHARED: u32 = 1;
+/// `dentry.d_flags` bit: something is mounted here (BIT(16) up to 6.14;
+/// userspace reads the value from BTF where it is an enum).
+pub const DCACHE_MOUNTED_DEFAULT: u32 = 0x1_0000;
 
 /// `mnt_flags` bits (stable since Linux 3.x; BTF enum values on 6.18).
 pub mod mnt_flags {
@@ -475,6 +533,31 @@ pub struct Offsets {
     pub pidns_ns: u32,
     /// Offset of `ns` in `user_namespace`.
     pub userns_ns: u32,
+    /// `task_struct.fs`.
+    pub task_fs: u32,
+    /// `fs_struct.root.mnt`.
+    pub fs_root_mnt: u32,
+    /// `fs_struct.root.dentry`.
+    pub fs_root_dentry: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// `struct mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// `struct mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// `struct mount.mnt_ns`.
+    pub mount_ns: u32,
+    /// `struct mount.mnt_t_flags` (6.15+; NO_OFFSET before, where
+    /// [`MNT_SHARED`] in `mnt_flags` says it).
+    pub mount_t_flags: u32,
+    /// `mnt_namespace.root`.
+    pub mntns_root: u32,
+    /// `dentry.d_flags`.
+    pub dentry_flags: u32,
+    /// `file.f_path.dentry`.
+    pub file_path_dentry: u32,
+    /// Not an offset: this kernel's `DCACHE_MOUNTED` bit of `d_flags`.
+    pub dcache_mounted: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
     /// r10, r8, r9; arm64: regs[0..6]).
     pub regs_arg: [u32; 6],
@@ -543,6 +626,18 @@ impl Offsets {
         ns_common_type: NO_OFFSET,
         pidns_ns: NO_OFFSET,
         userns_ns: NO_OFFSET,
+        task_fs: NO_OFFSET,
+        fs_root_mnt: NO_OFFSET,
+        fs_root_dentry: NO_OFFSET,
+        vfsmount_root: NO_OFFSET,
+        mount_parent: NO_OFFSET,
+        mount_mountpoint: NO_OFFSET,
+        mount_ns: NO_OFFSET,
+        mount_t_flags: NO_OFFSET,
+        mntns_root: NO_OFFSET,
+        dentry_flags: NO_OFFSET,
+        file_path_dentry: NO_OFFSET,
+        dcache_mounted: DCACHE_MOUNTED_DEFAULT,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,
         binprm_filename: NO_OFFSET,

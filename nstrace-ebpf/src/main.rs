@@ -18,9 +18,9 @@ use aya_ebpf::{
 };
 use nstrace_common::{
     ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, IdMap, KlogRecord,
-    MountProbe, NsIds, RecordKind, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN, BLOB_LEN,
-    KLOG_LEN, MAX_SYSCALL_NR, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN, STR_SLOTS,
-    SYSCALL_NO_ENTRY,
+    MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN,
+    BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN,
+    STR_SLOTS, SYSCALL_NO_ENTRY, T_SHARED,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -194,6 +194,51 @@ fn read_state(cfg: &Config, task: u64, out: *mut TaskState) {
         };
         addr_of_mut!((*out).uid_map).write(read_idmap(cfg, map_at(o.userns_uid_map)));
         addr_of_mut!((*out).gid_map).write(read_idmap(cfg, map_at(o.userns_gid_map)));
+        addr_of_mut!((*out).root).write(read_root(cfg, task, mnt_ns));
+    }
+}
+
+/// How far [`read_root`] walks up from the root's mount towards the
+/// namespace's root mount.
+const ROOT_WALK: u32 = 8;
+
+/// The task's root directory against its mount namespace's root (the inputs
+/// of the kernel's `current_chrooted()`).
+#[inline(always)]
+fn read_root(cfg: &Config, task: u64, mnt_ns: u64) -> RootState {
+    let o = &cfg.offsets;
+    let fs: u64 = kread(task, o.task_fs).unwrap_or(0);
+    let vfs: u64 = kread(fs, o.fs_root_mnt).unwrap_or(0);
+    let dentry: u64 = kread(fs, o.fs_root_dentry).unwrap_or(0);
+    let ns_root: u64 = kread(mnt_ns, o.mntns_root).unwrap_or(0);
+    if vfs == 0 || dentry == 0 || ns_root == 0 || o.mount_mnt == NO_OFFSET {
+        return RootState::default();
+    }
+    let mnt_root: u64 = kread(vfs, o.vfsmount_root).unwrap_or(0);
+    let d_flags: u32 = kread(dentry, o.dentry_flags).unwrap_or(0);
+    let mut m = vfs - o.mount_mnt as u64;
+    let mut on_ns_root = 2u8;
+    let mut i = 0;
+    while i < ROOT_WALK {
+        if m == ns_root {
+            on_ns_root = 1;
+            break;
+        }
+        let parent: u64 = kread(m, o.mount_parent).unwrap_or(0);
+        let mountpoint: u64 = kread(m, o.mount_mountpoint).unwrap_or(0);
+        let parent_root: u64 = kread(parent + o.mount_mnt as u64, o.vfsmount_root).unwrap_or(0);
+        if parent == 0 || parent == m || mountpoint == 0 || mountpoint != parent_root {
+            on_ns_root = 0;
+            break;
+        }
+        m = parent;
+        i += 1;
+    }
+    RootState {
+        read: 1,
+        at_mount_root: u8::from(mnt_root == dentry),
+        on_ns_root,
+        overmounted: u8::from(d_flags & o.dcache_mounted != 0),
     }
 }
 
@@ -319,6 +364,18 @@ fn fd_file(cfg: &Config, fd: u64) -> u64 {
 
 /// nstrace's own request: the mount of fd `args[0]` of the current task
 /// (files->fdt->fd[n]->f_path.mnt), its id and flags, into MOUNT_PROBE.
+/// Whether `struct mount` `m` is shared (`IS_MNT_SHARED`).
+#[inline(always)]
+fn is_shared(cfg: &Config, m: u64) -> bool {
+    let o = &cfg.offsets;
+    if o.mount_t_flags != NO_OFFSET {
+        kread::<u32>(m, o.mount_t_flags).unwrap_or(0) & T_SHARED != 0
+    } else {
+        let flags: u32 = kread(m + o.mount_mnt as u64, o.vfsmount_flags).unwrap_or(0);
+        flags & MNT_SHARED != 0
+    }
+}
+
 #[inline(always)]
 fn probe_mount(cfg: &Config, regs: u64) {
     let o = &cfg.offsets;
@@ -328,9 +385,20 @@ fn probe_mount(cfg: &Config, regs: u64) {
     if mnt == 0 || o.mount_mnt == NO_OFFSET {
         return;
     }
+    let m = mnt - o.mount_mnt as u64;
+    let parent: u64 = kread(m, o.mount_parent).unwrap_or(0);
+    let mnt_ns: u64 = kread(m, o.mount_ns).unwrap_or(0);
+    let dentry: u64 = kread(file, o.file_path_dentry).unwrap_or(0);
+    let root: u64 = kread(mnt, o.vfsmount_root).unwrap_or(0);
     let probe = MountProbe {
-        mnt_id: kread(mnt - o.mount_mnt as u64, o.mount_id).unwrap_or(0),
+        mnt_id: kread(m, o.mount_id).unwrap_or(0),
         flags: kread(mnt, o.vfsmount_flags).unwrap_or(0),
+        mnt_ns: kread(mnt_ns, o.ns_inum[ns::MNT]).unwrap_or(0),
+        parent_id: kread(parent, o.mount_id).unwrap_or(0),
+        shared: u8::from(is_shared(cfg, m)),
+        parent_shared: u8::from(parent != 0 && is_shared(cfg, parent)),
+        at_mount_root: u8::from(dentry != 0 && dentry == root),
+        _pad: 0,
     };
     let _ = MOUNT_PROBE.insert(fd as u32, probe, 0);
 }

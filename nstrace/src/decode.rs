@@ -268,6 +268,7 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
                     level: matches!(kind, Some("pid" | "user")).then_some(rec.fd_ns_level),
                 }
             }),
+        targets: Vec::new(),
     }
 }
 

@@ -180,6 +180,37 @@ pub struct Syscall {
     /// For setns: the namespace the fd refers to, when it is a namespace
     /// file (`/proc/PID/ns/*`); `None` for a pidfd or an unknown fd.
     pub fd_ns: Option<NsRef>,
+    /// For a failed mount-family call: the mounts its path arguments
+    /// resolve to, read through the kernel right after the call.
+    pub targets: Vec<TargetMount>,
+}
+
+/// A path argument of a failed call, resolved to the mount it names as the
+/// caller sees it, with the kernel's own view of that mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetMount {
+    /// Which argument (`target`, `new_root`, `put_old`; `root` for the
+    /// caller's root directory, which pivot_root also checks).
+    pub arg: String,
+    /// The path as the call gave it.
+    pub path: String,
+    /// Mount id (as in mountinfo).
+    pub mnt_id: u32,
+    /// Its parent's mount id.
+    pub parent_id: u32,
+    /// The mount namespace the mount belongs to (0: none, a detached mount).
+    pub mnt_ns: u32,
+    /// The path is the root of that mount (a mount point).
+    pub mount_root: bool,
+    /// The mount is shared.
+    pub shared: bool,
+    /// Its parent is shared.
+    pub parent_shared: bool,
+    /// `vfsmount.mnt_flags`.
+    pub flags: u32,
+    /// The process whose root and working directory the path was resolved
+    /// from (the caller, or its parent when the caller was gone).
+    pub via_pid: u32,
 }
 
 /// A namespace an fd refers to, as the kernel side identified it.
@@ -340,6 +371,7 @@ mod tests {
             ret_kind: crate::syscalls::RetKind::Status,
             state: TaskState::default(),
             fd_ns: None,
+            targets: Vec::new(),
         };
         assert_eq!(sc.errno(), Some(1));
         assert_eq!(sc.user_ret(), -1);

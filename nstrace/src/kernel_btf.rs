@@ -177,6 +177,24 @@ impl KernelBtf {
         Some(total)
     }
 
+    /// Value of enumerator `name`, looked up in the enums named `enums`
+    /// (an anonymous enum cannot be found this way).
+    pub fn enum_value(&self, name: &str, enums: &[&str]) -> Option<u32> {
+        enums.iter().find_map(|e| {
+            self.btf
+                .resolve_types_by_name(e)
+                .ok()?
+                .into_iter()
+                .find_map(|t| match t {
+                    Type::Enum(en) => en
+                        .members
+                        .iter()
+                        .find_map(|m| (self.btf.resolve_name(m).ok()? == name).then(|| m.val())),
+                    _ => None,
+                })
+        })
+    }
+
     /// Size in bytes of struct `name`.
     pub fn size_of(&self, name: &str) -> Option<u32> {
         self.struct_named(name).map(|s| s.size() as u32)
@@ -242,6 +260,22 @@ impl KernelBtf {
         o.inode_private = get("inode", "i_private");
         o.pidns_ns = get("pid_namespace", "ns");
         o.userns_ns = get("user_namespace", "ns");
+        o.task_fs = get("task_struct", "fs");
+        o.fs_root_mnt = get("fs_struct", "root.mnt");
+        o.fs_root_dentry = get("fs_struct", "root.dentry");
+        o.vfsmount_root = get("vfsmount", "mnt_root");
+        o.mount_parent = get("mount", "mnt_parent");
+        o.mount_mountpoint = get("mount", "mnt_mountpoint");
+        o.mount_ns = get("mount", "mnt_ns");
+        o.mntns_root = get("mnt_namespace", "root");
+        o.dentry_flags = get("dentry", "d_flags");
+        o.file_path_dentry = get("file", "f_path.dentry");
+        // Propagation moved from mnt_flags (MNT_SHARED) to mnt_t_flags in 6.15.
+        o.mount_t_flags = self.offset_of("mount", "mnt_t_flags").unwrap_or(NO_OFFSET);
+        // d_flags became an enum (visible in BTF) in 6.15; before, a #define.
+        if let Some(v) = self.enum_value("DCACHE_MOUNTED", &["dentry_flags"]) {
+            o.dcache_mounted = v;
+        }
         // ns_common.ns_type is new (6.18); older kernels name the type through
         // ns->ops. Without it the type stays unknown, which no rule needs.
         o.ns_common_type = self.offset_of("ns_common", "ns_type").unwrap_or(NO_OFFSET);

@@ -157,8 +157,25 @@ impl Mount {
 
 /// Opens `mountpoint` inside the mount namespace and root of `pid`, as an
 /// O_PATH descriptor resolved with RESOLVE_IN_ROOT (so that symlinks in a
-/// container cannot lead the walk outside its root).
+/// container cannot lead the walk outside its root). The last component is
+/// not followed.
 pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    openat2_path(&root, &format!(".{mountpoint}"), false, RESOLVE_IN_ROOT)
+}
+
+/// `RESOLVE_BENEATH`: no component may leave the starting directory.
+const RESOLVE_BENEATH: u64 = 0x08;
+/// `RESOLVE_IN_ROOT`: the starting directory is the root for the walk.
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `openat2(dir, rel, O_PATH, resolve)`.
+fn openat2_path(
+    dir: &std::fs::File,
+    rel: &str,
+    follow: bool,
+    resolve: u64,
+) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     /// struct open_how.
     #[repr(C)]
@@ -167,19 +184,18 @@ pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> 
         mode: u64,
         resolve: u64,
     }
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
-    let rel = std::ffi::CString::new(format!(".{mountpoint}")).ok()?;
+    let rel = std::ffi::CString::new(rel).ok()?;
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
+        flags: (libc::O_PATH | libc::O_CLOEXEC | nofollow) as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT,
+        resolve,
     };
     // SAFETY: valid dirfd, NUL-terminated path and open_how of the size given.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            dir.as_raw_fd(),
             rel.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
@@ -187,6 +203,131 @@ pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> 
     };
     // SAFETY: a new descriptor we own.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Opens `path` as process `pid` would resolve it in a path-based call
+/// (its root and working directory, following a final symlink), as an
+/// O_PATH descriptor. The walk never leaves that process's root.
+///
+/// `/proc/N/root/...` is followed through process N's root, as the
+/// kernel's magic link does, only when the caller's `/proc/N` is the very
+/// directory nstrace sees as `/proc/N` (same proc instance, same task);
+/// `/proc/self/root/...` is the caller's own root. A relative path with `..` is not resolved (it
+/// could climb out of the working directory).
+pub fn open_as(pid: u32, path: &str) -> Option<std::os::fd::OwnedFd> {
+    if let Some(rest) = path.strip_prefix("/proc/") {
+        let (who, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(inside) = rest
+            .strip_prefix("root")
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+        {
+            let inside = if inside.is_empty() { "/" } else { inside };
+            if who == "self" || who == "thread-self" {
+                return open_as(pid, inside);
+            }
+            let target: u32 = who.parse().ok()?;
+            if !same_file(
+                open_as(pid, &format!("/proc/{who}"))?,
+                &format!("/proc/{target}"),
+            ) {
+                return None;
+            }
+            let root = std::fs::File::open(format!("/proc/{target}/root")).ok()?;
+            return openat2_path(&root, &format!(".{inside}"), true, RESOLVE_IN_ROOT);
+        }
+    }
+    if path.starts_with('/') {
+        let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+        openat2_path(&root, &format!(".{path}"), true, RESOLVE_IN_ROOT)
+    } else {
+        if path.split('/').any(|c| c == "..") {
+            return None;
+        }
+        let cwd = std::fs::File::open(format!("/proc/{pid}/cwd")).ok()?;
+        let rel = if path.is_empty() { "." } else { path };
+        openat2_path(&cwd, rel, true, RESOLVE_BENEATH)
+    }
+}
+
+/// errno of the failures whose path arguments are resolved to mounts.
+const EINVAL: i32 = 22;
+
+/// The path arguments of a failed call that name mounts the kernel checked,
+/// as (argument, path): for EINVAL from umount2, mount (the source too for
+/// bind and move), pivot_root (with `root`, the caller's root directory),
+/// move_mount, open_tree and mount_setattr (paths relative to AT_FDCWD
+/// only: another dirfd is the caller's, out of reach).
+pub fn target_paths(sc: &crate::event::Syscall) -> Vec<(&'static str, String)> {
+    use crate::event::ArgValue;
+    if sc.errno() != Some(EINVAL) {
+        return Vec::new();
+    }
+    let arg = |name: &str| {
+        sc.args.iter().find_map(|(n, v)| match v {
+            ArgValue::Str {
+                text,
+                truncated: false,
+            } if *n == name => Some(text.clone()),
+            _ => None,
+        })
+    };
+    let at_cwd = |dirfd: &str| {
+        sc.args
+            .iter()
+            .any(|(n, v)| *n == dirfd && matches!(v, ArgValue::Name(x) if x == "AT_FDCWD"))
+    };
+    let flags = |name: &str| -> Vec<&str> {
+        sc.args
+            .iter()
+            .find_map(|(n, v)| match v {
+                ArgValue::Flags(f) if *n == name => Some(f.iter().map(String::as_str).collect()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let wanted: Vec<(&'static str, Option<String>)> = match sc.name.as_str() {
+        "umount2" => vec![("target", arg("target"))],
+        "mount" => {
+            let f = flags("flags");
+            let mut v = vec![("target", arg("target"))];
+            if f.contains(&"MS_BIND") || f.contains(&"MS_MOVE") {
+                v.push(("source", arg("source")));
+            }
+            v
+        }
+        "pivot_root" => vec![
+            ("new_root", arg("new_root")),
+            ("put_old", arg("put_old")),
+            ("root", Some("/".into())),
+        ],
+        "open_tree" | "open_tree_attr" | "mount_setattr" if at_cwd("dfd") => {
+            vec![("path", arg("path"))]
+        }
+        "move_mount" => {
+            let mut v = Vec::new();
+            if at_cwd("from_dfd") {
+                v.push(("from_path", arg("from_path")));
+            }
+            if at_cwd("to_dfd") {
+                v.push(("to_path", arg("to_path")));
+            }
+            v
+        }
+        _ => Vec::new(),
+    };
+    wanted
+        .into_iter()
+        .filter_map(|(a, p)| Some((a, p.filter(|p| !p.is_empty())?)))
+        .collect()
+}
+
+/// Whether `fd` is the file nstrace sees at `path` (same device and inode).
+fn same_file(fd: std::os::fd::OwnedFd, path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (std::fs::File::from(fd).metadata(), std::fs::metadata(path)) else {
+        return false;
+    };
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// Reads `/proc/PID/mountinfo`; `None` if the process is gone.
@@ -269,6 +410,94 @@ mod tests {
 605 600 0:53 / /dev rw,nosuid - tmpfs tmpfs rw
 606 600 0:54 / /my\\040dir rw - tmpfs tmpfs rw
 ";
+
+    fn failed(
+        name: &str,
+        args: Vec<(&'static str, crate::event::ArgValue)>,
+        errno: i64,
+    ) -> crate::event::Syscall {
+        crate::event::Syscall {
+            name: name.into(),
+            nr: 0,
+            args,
+            ret: -errno,
+            ns: nstrace_common::NsIds::default(),
+            ns_before: None,
+            duration_ns: 0,
+            no_entry: false,
+            ret_kind: crate::syscalls::RetKind::Status,
+            state: nstrace_common::TaskState::default(),
+            fd_ns: None,
+            targets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn target_paths_of_failed_calls() {
+        use crate::event::ArgValue;
+        let s = |t: &str| ArgValue::Str {
+            text: t.into(),
+            truncated: false,
+        };
+        let f = |v: &[&str]| ArgValue::Flags(v.iter().map(|x| x.to_string()).collect());
+        let pivot = failed(
+            "pivot_root",
+            vec![("new_root", s(".")), ("put_old", s("."))],
+            22,
+        );
+        assert_eq!(
+            target_paths(&pivot),
+            vec![
+                ("new_root", ".".to_string()),
+                ("put_old", ".".to_string()),
+                ("root", "/".to_string())
+            ]
+        );
+        let bind = vec![
+            ("source", s("/a")),
+            ("target", s("/b")),
+            ("fstype", ArgValue::Null),
+            ("flags", f(&["MS_BIND"])),
+        ];
+        assert_eq!(target_paths(&failed("mount", bind.clone(), 22)).len(), 2);
+        // Only EINVAL; a new mount's source is not a path.
+        assert!(target_paths(&failed("mount", bind, 1)).is_empty());
+        let new = vec![
+            ("source", s("proc")),
+            ("target", s("/proc")),
+            ("flags", f(&[])),
+        ];
+        assert_eq!(
+            target_paths(&failed("mount", new, 22)),
+            vec![("target", "/proc".to_string())]
+        );
+        // A dirfd other than AT_FDCWD is the caller's: not resolved.
+        let setattr = |dfd: ArgValue| {
+            failed(
+                "mount_setattr",
+                vec![("dfd", dfd), ("path", s("/m")), ("flags", f(&[]))],
+                22,
+            )
+        };
+        assert_eq!(
+            target_paths(&setattr(ArgValue::Name("AT_FDCWD".into()))).len(),
+            1
+        );
+        assert!(target_paths(&setattr(ArgValue::Int(5))).is_empty());
+        // A truncated path is not the real one.
+        let cut = failed(
+            "umount2",
+            vec![(
+                "target",
+                ArgValue::Str {
+                    text: "/x".into(),
+                    truncated: true,
+                },
+            )],
+            22,
+        );
+        assert!(target_paths(&cut).is_empty());
+    }
 
     #[test]
     fn parses_mountinfo_with_escapes() {

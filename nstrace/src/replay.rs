@@ -140,7 +140,23 @@ fn state_of(v: Option<&Value>) -> R<TaskState> {
             .unwrap_or(0),
         uid_map: id_map_of(m, "uid"),
         gid_map: id_map_of(m, "gid"),
+        root: root_of(m),
     })
+}
+
+/// A root state that answers `state.chrooted` as recorded (absent or null:
+/// not known).
+fn root_of(state: &Map<String, Value>) -> nstrace_common::RootState {
+    use nstrace_common::RootState;
+    match state.get("chrooted").and_then(Value::as_bool) {
+        Some(chrooted) => RootState {
+            read: 1,
+            at_mount_root: u8::from(!chrooted),
+            on_ns_root: 1,
+            overmounted: 0,
+        },
+        None => RootState::default(),
+    }
 }
 
 /// A map that answers `state.ids_mapped.{uid,gid}` as recorded: true (one
@@ -280,7 +296,41 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
                     .and_then(|x| u32::try_from(x).ok()),
             }),
         },
+        targets: match m.get("targets") {
+            None => Vec::new(),
+            Some(v) => targets_of(v)?,
+        },
     })
+}
+
+fn targets_of(v: &Value) -> R<Vec<crate::event::TargetMount>> {
+    let bad = || ReplayError::Field("targets");
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|t| {
+            let m = t.as_object().ok_or_else(bad)?;
+            let num = |k: &'static str| u32_of(m, k).map_err(|_| bad());
+            let flag = |k: &'static str| bool_of(m, k).map_err(|_| bad());
+            Ok(crate::event::TargetMount {
+                arg: str_of(m, "arg").map_err(|_| bad())?.to_string(),
+                path: str_of(m, "path").map_err(|_| bad())?.to_string(),
+                mnt_id: num("mnt_id")?,
+                parent_id: num("parent_id")?,
+                mnt_ns: num("mnt_ns")?,
+                mount_root: flag("mount_root")?,
+                shared: flag("shared")?,
+                parent_shared: flag("parent_shared")?,
+                flags: m
+                    .get("mnt_flags")
+                    .and_then(Value::as_str)
+                    .and_then(hex)
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(bad)?,
+                via_pid: num("via_pid")?,
+            })
+        })
+        .collect()
 }
 
 fn mounts_of(v: Option<&Value>) -> R<Vec<Mount>> {
@@ -459,6 +509,18 @@ mod tests {
                 kind: Some("pid"),
                 level: Some(2),
             }),
+            targets: vec![crate::event::TargetMount {
+                arg: "target".into(),
+                path: "/proc/9/root/mnt".into(),
+                mnt_id: 67,
+                parent_id: 45,
+                mnt_ns: 4026532177,
+                mount_root: true,
+                shared: false,
+                parent_shared: true,
+                flags: 0x80_0020,
+                via_pid: 7,
+            }],
         };
         let ev = Event {
             seq: 4,

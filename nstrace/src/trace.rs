@@ -302,7 +302,10 @@ impl Pipeline {
         self.batch = batch;
     }
 
-    fn emit(&mut self, ev: Event) {
+    fn emit(&mut self, mut ev: Event) {
+        if let EventKind::Syscall(sc) = &mut ev.kind {
+            self.probe_targets(ev.pid, sc);
+        }
         let mut ann = self.model.apply(ev);
         ann.explanation = self.explainer.observe(&ann, &self.model);
         if !self.broken {
@@ -338,6 +341,45 @@ impl Pipeline {
                     },
                 );
                 self.emit(ev);
+            }
+        }
+    }
+
+    /// Resolves the path arguments of a failed call to the mounts they
+    /// name, as the caller sees them (through its parent, in the same mount
+    /// namespace, when the caller is gone), and reads each mount's state
+    /// through the kernel.
+    fn probe_targets(&mut self, pid: u32, sc: &mut crate::event::Syscall) {
+        use std::os::fd::AsFd;
+        let paths = crate::mounts::target_paths(sc);
+        let Some(prober) = self.prober.as_mut().filter(|_| !paths.is_empty()) else {
+            return;
+        };
+        let mnt_ns = sc.ns.inum[nstrace_common::ns::MNT];
+        let parent = self.model.process(pid).and_then(|p| p.ppid);
+        let Some(via) = std::iter::once(pid)
+            .chain(parent)
+            .find(|p| mnt_ns_of(*p) == Some(mnt_ns))
+        else {
+            return;
+        };
+        for (arg, path) in paths {
+            let Some(fd) = crate::mounts::open_as(via, &path) else {
+                continue;
+            };
+            if let Some(p) = prober.probe(fd.as_fd()) {
+                sc.targets.push(crate::event::TargetMount {
+                    arg: arg.into(),
+                    path,
+                    mnt_id: p.mnt_id,
+                    parent_id: p.parent_id,
+                    mnt_ns: p.mnt_ns,
+                    mount_root: p.at_mount_root != 0,
+                    shared: p.shared != 0,
+                    parent_shared: p.parent_shared != 0,
+                    flags: p.flags,
+                    via_pid: via,
+                });
             }
         }
     }

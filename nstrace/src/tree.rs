@@ -306,6 +306,7 @@ mod tests {
                 ret_kind: RetKind::Status,
                 state,
                 fd_ns: None,
+                targets: Vec::new(),
             }),
         });
         // The child user namespace is only known by its inode so far; a

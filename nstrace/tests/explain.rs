@@ -666,3 +666,158 @@ fn explanations_stay_right_under_load() {
     assert_eq!(locked.len(), 1);
     assert_eq!(cause(locked[0]), "locked_mount", "{}", locked[0]);
 }
+
+#[test]
+fn user_namespace_from_a_chroot_is_chrooted() {
+    if !root_or_skip() {
+        return;
+    }
+    // Ground truth first: this test process is not chrooted, and nstrace
+    // must say so for a call it makes.
+    let t = trace(&["unshare", "-U", "true"]);
+    let u = &t.syscalls("unshare")[0];
+    assert_eq!(u["state"]["chrooted"], false, "{}", t.dump());
+
+    // chroot into a plain directory: the root is inside a mount.
+    let dir = Scratch::new("chroot");
+    let t = trace(&[EXERCISE, "chroot-unshare", dir.0.to_str().unwrap()]);
+    assert!(t.stdout.contains("unshare -1 1\n"), "{}", t.dump());
+    check_explanations(&t);
+    let u = failed(&t, "unshare");
+    assert_eq!(cause(u), "chrooted", "{u}");
+    assert_eq!(u["state"]["chrooted"], true);
+    assert!(u["explanation"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("inside a mount"));
+
+    // chroot into a bind mount of /: the root is a mount root, but not the
+    // namespace's root, which the kernel also counts as chrooted.
+    let dir = Scratch::new("chroot-bind");
+    let d = dir.0.display();
+    let t = trace_in_private_ns(
+        &format!("mount --bind / {d} &&"),
+        &format!("{EXERCISE} chroot-unshare {d}"),
+    );
+    assert!(t.stdout.contains("unshare -1 1\n"), "{}", t.dump());
+    let u = failed(&t, "unshare");
+    assert_eq!(cause(u), "chrooted", "{u}");
+    assert!(u["explanation"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("not its mount namespace's root"));
+}
+
+/// A process in a mount namespace of its own with a tmpfs on `dir`; killed on drop.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn new(dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs nstrace-holder {} && echo ready && exec sleep 120",
+                dir.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Self(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn umount_through_proc_pid_root_is_not_in_caller_mount_ns() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("foreign");
+    let holder = Holder::new(&dir.0);
+    let pid = holder.0.id();
+    let path = format!("/proc/{pid}/root{}", dir.0.display());
+    let t = trace(&[EXERCISE, "umount", &path]);
+    assert_eq!(t.stdout.trim(), "umount2 -1 22", "{}", t.dump());
+    check_explanations(&t);
+    let u = failed(&t, "umount2");
+    assert_eq!(cause(u), "not_in_caller_mount_ns", "{u}");
+    // Ground truth: the holder's namespace and its mountinfo.
+    let their_ns = ns_inode(
+        &std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .unwrap()
+            .to_string_lossy(),
+    );
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let id: u64 = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&dir.0.display().to_string()))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .expect("the holder's tmpfs in its mountinfo");
+    let target = &u["targets"][0];
+    assert_eq!(target["mnt_ns"], their_ns, "{u}");
+    assert_eq!(target["mnt_id"], id, "{u}");
+    assert_eq!(target["mount_root"], true);
+    assert_ne!(u["ns"]["mnt"], their_ns);
+    assert_eq!(u["explanation"]["mounts"][0], path.as_str());
+
+    // The same call on a plain directory of the caller's own namespace
+    // fails too, but not for that reason: no such claim may be made.
+    let plain = Scratch::new("plain");
+    let t = trace(&[EXERCISE, "umount", plain.0.to_str().unwrap()]);
+    assert_eq!(t.stdout.trim(), "umount2 -1 22", "{}", t.dump());
+    let u = failed(&t, "umount2");
+    assert_eq!(cause(u), "unknown", "{u}");
+    assert_eq!(u["targets"][0]["mount_root"], false, "{u}");
+}
+
+#[test]
+fn pivot_root_under_a_shared_mount_is_shared_propagation() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = Scratch::new("pivot");
+    let d = dir.0.display();
+    // The pivot runs in a namespace of its own below nstrace's, so that
+    // when it succeeds only that namespace changes root.
+    let pivot = |propagation: &str| {
+        trace_in_private_ns(
+            "",
+            &format!(
+                "unshare -m --propagation unchanged sh -c 'mount --make-r{propagation} / && \
+                 mount -t tmpfs nstrace-pivot {d} && mkdir {d}/old && \
+                 pivot_root {d} {d}/old; echo pivot=$?'"
+            ),
+        )
+    };
+    let t = pivot("shared");
+    assert!(t.stdout.contains("pivot=1"), "{}", t.dump());
+    check_explanations(&t);
+    let p = failed(&t, "pivot_root");
+    assert_eq!(cause(p), "shared_propagation", "{p}");
+    let targets = p["targets"].as_array().unwrap();
+    let new_root = targets.iter().find(|t| t["arg"] == "new_root").unwrap();
+    assert_eq!(new_root["parent_shared"], true, "{p}");
+    assert!(p["explanation"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("new_root's parent mount is shared"));
+
+    // Private mounts: the same pivot succeeds and nothing is explained.
+    let t = pivot("private");
+    assert!(t.stdout.contains("pivot=0"), "{}", t.dump());
+    check_explanations(&t);
+    let p = &t.syscalls("pivot_root")[0];
+    assert_eq!(p["errno"], Value::Null, "{p}");
+}

@@ -21,6 +21,9 @@
 //!   mounts a tmpfs on DIR (Landlock refuses every mount);
 //! - `nstrace-exercise setns-own-userns`: setns into its own user namespace
 //!   (EINVAL); also prints `ns user INODE`.
+//! - `nstrace-exercise umount PATH`: one umount2(2) without flags;
+//! - `nstrace-exercise chroot-unshare DIR`: chroot(DIR), then
+//!   unshare(CLONE_NEWUSER) (EPERM when DIR is not the namespace's root).
 //!
 //! The mount modes must run in a private mount namespace of their own (the
 //! tests use `unshare -m`): if the refusal did not happen, the mount would
@@ -273,6 +276,33 @@ fn threads_unshare() -> i32 {
     0
 }
 
+fn one_umount(path: &str) -> i32 {
+    let Ok(p) = CString::new(path) else {
+        return 2;
+    };
+    // SAFETY: valid NUL-terminated path; plain syscall.
+    let ret = unsafe { libc::umount2(p.as_ptr(), 0) };
+    i32::from(report("umount2", ret as i64) < 0)
+}
+
+fn chroot_unshare(dir: &str) -> i32 {
+    let Ok(d) = CString::new(dir) else {
+        return 2;
+    };
+    // SAFETY: valid NUL-terminated paths; plain syscalls.
+    let ret = unsafe { libc::chroot(d.as_ptr()) };
+    if report("chroot", ret as i64) < 0 {
+        return 1;
+    }
+    // SAFETY: as above.
+    let ret = unsafe { libc::chdir(c"/".as_ptr()) };
+    report("chdir", ret as i64);
+    // SAFETY: plain syscall.
+    let ret = unsafe { libc::unshare(libc::CLONE_NEWUSER) };
+    report("unshare", ret as i64);
+    0
+}
+
 fn no_new_privs() -> bool {
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 }
@@ -368,6 +398,8 @@ fn main() {
         Some("mount") if args.len() == 5 => one_mount(&args[2], &args[3], &args[4]),
         Some("threads-unshare") => threads_unshare(),
         Some("setns-own-userns") => setns_own_userns(),
+        Some("chroot-unshare") if args.len() == 3 => chroot_unshare(&args[2]),
+        Some("umount") if args.len() == 3 => one_umount(&args[2]),
         Some("seccomp-mount") if args.len() == 3 => seccomp_mount(&args[2]),
         Some("landlock-mount") if args.len() == 3 => landlock_mount(&args[2]),
         Some("storm") if args.len() == 3 => match args[2].parse() {
@@ -377,7 +409,8 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N \
-                 | threads-unshare | seccomp-mount DIR | landlock-mount DIR | setns-own-userns"
+                 | threads-unshare | seccomp-mount DIR | landlock-mount DIR | setns-own-userns \
+                 | chroot-unshare DIR | umount PATH"
             );
             2
         }

@@ -39,6 +39,12 @@ pub enum Cause {
     PidnsNotDescendant,
     /// A user-namespace id-mapping rule refused the call.
     IdmapRules,
+    /// The caller's root directory is not its mount namespace's root.
+    Chrooted,
+    /// The mount the call names belongs to another mount namespace.
+    NotInCallerMountNs,
+    /// A mount involved is shared, which the call does not allow.
+    SharedPropagation,
     /// Nothing matched on evidence.
     Unknown,
 }
@@ -59,6 +65,9 @@ impl Cause {
             Self::UsernsReentry => "userns_reentry",
             Self::PidnsNotDescendant => "pidns_not_descendant",
             Self::IdmapRules => "idmap_rules",
+            Self::Chrooted => "chrooted",
+            Self::NotInCallerMountNs => "not_in_caller_mount_ns",
+            Self::SharedPropagation => "shared_propagation",
             Self::Unknown => "unknown",
         }
     }

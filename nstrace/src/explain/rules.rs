@@ -47,6 +47,21 @@ pub static RULES: &[Rule] = &[
         check: mount_too_revealing,
     },
     Rule {
+        cause: Cause::SharedPropagation,
+        condition: "PR4: pivot_root when put_old's mount, new_root's parent or the current \
+                    root's parent is shared; MV2: moving a mount whose parent is shared \
+                    (EINVAL); the mounts' propagation read through the kernel after the call",
+        check: shared_propagation,
+    },
+    Rule {
+        cause: Cause::NotInCallerMountNs,
+        condition: "U2, R1, RB1, MV3, PR3, OT3, MS6: the mount a path names belongs to a mount \
+                    namespace other than the caller's (check_mnt) (EINVAL); the path is \
+                    resolved as the caller sees it and the mount's namespace read through the \
+                    kernel after the call",
+        check: not_in_caller_mount_ns,
+    },
+    Rule {
         cause: Cause::LockedMount,
         condition: "U3: umount2 of a mount that is MNT_LOCKED, which every mount but the \
                     root is after its mount namespace was copied into a less privileged user \
@@ -93,6 +108,13 @@ pub static RULES: &[Rule] = &[
                     below it (EINVAL); shown when the target's level, read in the kernel at \
                     entry, is lower than the caller's, or equal but another namespace",
         check: pidns_not_descendant,
+    },
+    Rule {
+        cause: Cause::Chrooted,
+        condition: "UN4/CL5: creating a user namespace from a chrooted caller: its root \
+                    directory is not the top of its mount namespace's root (current_chrooted) \
+                    (EPERM); read in the kernel at entry from task->fs->root and mnt_ns->root",
+        check: chrooted,
     },
     Rule {
         cause: Cause::IdmapRules,
@@ -632,12 +654,171 @@ fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
     ))
 }
 
+/// Whether the call creates a user namespace (unshare, clone, clone3 with CLONE_NEWUSER).
+fn creates_userns(ctx: &Ctx) -> bool {
+    matches!(ctx.call.name.as_str(), "unshare" | "clone" | "clone3")
+        && ctx.flags("flags").contains(&"CLONE_NEWUSER")
+}
+
+fn chrooted(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EPERM || !creates_userns(ctx) {
+        return None;
+    }
+    let root = ctx.call.state.root;
+    if root.chrooted() != Some(true) {
+        return None;
+    }
+    let why = if root.at_mount_root == 0 {
+        "its root directory is a directory inside a mount, not the root of one"
+    } else {
+        "its root directory is the root of a mount that is not its mount namespace's root \
+         (nor stacked on it)"
+    };
+    Some(Explanation::new(
+        Cause::Chrooted,
+        format!(
+            "a chrooted process may not create a user namespace (it could use one to escape \
+             the chroot), and the caller is chrooted: {why}"
+        ),
+        vec![Evidence::Fact(format!(
+            "read in the kernel at entry: the caller's root (task->fs->root) against its mount \
+             namespace {}'s root: {why}",
+            ctx.call.ns.inum[nstrace_common::ns::MNT]
+        ))],
+        Some(
+            "create the user namespace before chroot, or use a mount namespace and \
+             pivot_root instead of chroot (unshare -m, then pivot_root into the new root)"
+                .into(),
+        ),
+    ))
+}
+
+/// `arg path` as text.
+fn target_text(t: &crate::event::TargetMount) -> String {
+    format!("{} {}", t.arg, t.path)
+}
+
+/// Evidence that a target was resolved through the kernel after the call.
+fn target_evidence(t: &crate::event::TargetMount) -> Evidence {
+    Evidence::Fact(format!(
+        "read through the kernel after the call: {} resolves (as pid {} sees it) to mount {} \
+         (parent {}) of mount namespace {}{}{}{}",
+        target_text(t),
+        t.via_pid,
+        t.mnt_id,
+        t.parent_id,
+        t.mnt_ns,
+        if t.mount_root {
+            ", at its root"
+        } else {
+            ", inside it (not a mount point)"
+        },
+        if t.shared { ", shared" } else { "" },
+        if t.parent_shared {
+            ", parent shared"
+        } else {
+            ""
+        },
+    ))
+}
+
+fn shared_propagation(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EINVAL {
+        return None;
+    }
+    let t = |arg: &str| ctx.call.targets.iter().find(|t| t.arg == arg);
+    let culprits: Vec<(&crate::event::TargetMount, &str)> = match ctx.call.name.as_str() {
+        "pivot_root" => {
+            let mut v = Vec::new();
+            if let Some(old) = t("put_old").filter(|m| m.shared) {
+                v.push((old, "put_old's mount is shared"));
+            }
+            if let Some(new) = t("new_root").filter(|m| m.parent_shared) {
+                v.push((new, "new_root's parent mount is shared"));
+            }
+            if let Some(root) = t("root").filter(|m| m.parent_shared) {
+                v.push((root, "the current root's parent mount is shared"));
+            }
+            v
+        }
+        // MV2: checked after check_mnt, the lock and the mount-point checks.
+        "mount" if ctx.flags("flags").contains(&"MS_MOVE") => {
+            let mnt = ctx.call.ns.inum[nstrace_common::ns::MNT];
+            t("source")
+                .filter(|m| m.parent_shared && m.mount_root && m.mnt_ns == mnt)
+                .filter(|m| m.flags & nstrace_common::mnt_flags::LOCKED == 0)
+                .filter(|_| t("target").is_some_and(|m| m.mnt_ns == mnt))
+                .map(|m| vec![(m, "the moved mount's parent is shared")])
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    if culprits.is_empty() {
+        return None;
+    }
+    let name = &ctx.call.name;
+    let what: Vec<&str> = culprits.iter().map(|(_, w)| *w).collect();
+    let mut e = Explanation::new(
+        Cause::SharedPropagation,
+        format!(
+            "{name} refuses to move mounts out of or into a shared mount, since the change \
+             would have to propagate to every peer of it: {}",
+            what.join("; ")
+        ),
+        culprits.iter().map(|(m, _)| target_evidence(m)).collect(),
+        Some(
+            "make the mounts private (or slaves) in this mount namespace first: mount \
+             --make-rprivate / (or --make-rslave /, as container runtimes do), or create the \
+             namespace with unshare -m --propagation private"
+                .into(),
+        ),
+    );
+    e.mounts = culprits.iter().map(|(m, _)| m.path.clone()).collect();
+    Some(e)
+}
+
+fn not_in_caller_mount_ns(ctx: &Ctx) -> Option<Explanation> {
+    if ctx.errno != EINVAL {
+        return None;
+    }
+    let mnt = ctx.call.ns.inum[nstrace_common::ns::MNT];
+    // umount2 checks that the path is a mount point first; a detached mount
+    // (no namespace) is a case of its own.
+    let foreign = ctx.call.targets.iter().find(|t| {
+        t.mnt_ns != 0
+            && t.mnt_ns != mnt
+            && t.arg != "root"
+            && (t.mount_root || ctx.call.name != "umount2")
+    })?;
+    let mut evidence = vec![target_evidence(foreign)];
+    evidence.extend(origin(ctx, "mnt", foreign.mnt_ns));
+    evidence.push(Evidence::Fact(format!(
+        "the caller is in mount namespace {mnt}"
+    )));
+    let mut e = Explanation::new(
+        Cause::NotInCallerMountNs,
+        format!(
+            "{} names mount {} of mount namespace {}, not of the caller's mount namespace \
+             {mnt}: the kernel changes only mounts of the caller's own mount namespace (a path \
+             through /proc/PID/root or a descriptor reaches mounts of others, but cannot \
+             change them)",
+            target_text(foreign),
+            foreign.mnt_id,
+            foreign.mnt_ns
+        ),
+        evidence,
+        Some(
+            "make the call from inside that mount namespace (nsenter --mount=/proc/PID/ns/mnt \
+             CMD, or setns(fd, CLONE_NEWNS) first)"
+                .into(),
+        ),
+    );
+    e.mounts = vec![foreign.path.clone()];
+    Some(e)
+}
+
 fn idmap_rules(ctx: &Ctx) -> Option<Explanation> {
-    let name = ctx.call.name.as_str();
-    if ctx.errno != EPERM
-        || !matches!(name, "unshare" | "clone" | "clone3")
-        || !ctx.flags("flags").contains(&"CLONE_NEWUSER")
-    {
+    if ctx.errno != EPERM || !creates_userns(ctx) {
         return None;
     }
     let st = &ctx.call.state;
@@ -806,6 +987,7 @@ fn unknown(ctx: &Ctx) -> Explanation {
             what: format!("kernel log: {line}"),
         });
     }
+    facts.extend(ctx.call.targets.iter().map(target_evidence));
     let st = &ctx.call.state;
     facts.push(Evidence::Fact(format!(
         "the caller: euid {} in {}, {} thread(s)",
@@ -872,6 +1054,7 @@ mod tests {
             ret_kind: RetKind::Status,
             state,
             fd_ns: None,
+            targets: Vec::new(),
         }
     }
 
@@ -1439,6 +1622,196 @@ mod tests {
             .evidence
             .iter()
             .any(|ev| matches!(ev, Evidence::Event { seq: 3, .. })));
+    }
+
+    #[test]
+    fn user_namespace_from_a_chroot() {
+        use nstrace_common::RootState;
+        let chrooted = RootState {
+            read: 1,
+            at_mount_root: 0,
+            on_ns_root: 1,
+            overmounted: 0,
+        };
+        // Unmapped ids too: the kernel checks the chroot first (UN4 before UN5).
+        let st = TaskState {
+            user_ns: INIT,
+            nr_threads: 1,
+            root: chrooted,
+            ..Default::default()
+        };
+        let sc = call("unshare", vec![("flags", flags(&["CLONE_NEWUSER"]))], 1, st);
+        let e = run(sc.clone(), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::Chrooted);
+        assert!(e.text.contains("inside a mount"), "{}", e.text);
+        // A bind mount as root: a mount root, not the namespace's.
+        let mut bind = sc.clone();
+        bind.state.root.at_mount_root = 1;
+        bind.state.root.on_ns_root = 0;
+        let e = run(bind, vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::Chrooted);
+        assert!(
+            e.text.contains("not its mount namespace's root"),
+            "{}",
+            e.text
+        );
+        // Not read, walk gave up, or overmounted: no claim.
+        for root in [
+            RootState::default(),
+            RootState {
+                on_ns_root: 2,
+                at_mount_root: 1,
+                ..chrooted
+            },
+            RootState {
+                overmounted: 1,
+                at_mount_root: 1,
+                ..chrooted
+            },
+        ] {
+            let mut unsure = sc.clone();
+            unsure.state.root = root;
+            assert_ne!(
+                run(unsure, vec![], ALL_HOOKS).cause,
+                Cause::Chrooted,
+                "{root:?}"
+            );
+        }
+        // Not a user namespace, or not EPERM: not this rule.
+        let other = call(
+            "unshare",
+            vec![("flags", flags(&["CLONE_NEWNS"]))],
+            1,
+            sc.state,
+        );
+        assert_ne!(run(other, vec![], ALL_HOOKS).cause, Cause::Chrooted);
+    }
+
+    fn target(arg: &str, path: &str, mnt_ns: u32) -> crate::event::TargetMount {
+        crate::event::TargetMount {
+            arg: arg.into(),
+            path: path.into(),
+            mnt_id: 40,
+            parent_id: 30,
+            mnt_ns,
+            mount_root: true,
+            shared: false,
+            parent_shared: false,
+            flags: 0x20,
+            via_pid: 7,
+        }
+    }
+
+    fn umount(path: &str) -> Syscall {
+        let mut sc = call(
+            "umount2",
+            vec![("target", s(path)), ("flags", flags(&[]))],
+            22,
+            TaskState::default(),
+        );
+        sc.ns.inum[nstrace_common::ns::MNT] = 77;
+        sc
+    }
+
+    #[test]
+    fn umount_of_another_namespaces_mount() {
+        let mut sc = umount("/proc/9/root/mnt");
+        sc.targets = vec![target("target", "/proc/9/root/mnt", 88)];
+        let e = run(sc.clone(), vec![], ALL_HOOKS);
+        assert_eq!(e.cause, Cause::NotInCallerMountNs);
+        assert!(e.text.contains("mount namespace 88"), "{}", e.text);
+        assert_eq!(e.mounts, vec!["/proc/9/root/mnt".to_string()]);
+        // Its own namespace, a path inside a mount (umount2 checks that
+        // first), a detached mount, or nothing resolved: no claim.
+        for (ns, root) in [(77, true), (88, false), (0, true)] {
+            let mut other = sc.clone();
+            other.targets[0].mnt_ns = ns;
+            other.targets[0].mount_root = root;
+            assert_eq!(run(other, vec![], ALL_HOOKS).cause, Cause::Unknown);
+        }
+        let mut none = sc;
+        none.targets.clear();
+        assert_eq!(run(none, vec![], ALL_HOOKS).cause, Cause::Unknown);
+    }
+
+    fn pivot(targets: Vec<crate::event::TargetMount>) -> Syscall {
+        let mut sc = call(
+            "pivot_root",
+            vec![("new_root", s("/new")), ("put_old", s("/new/old"))],
+            22,
+            TaskState::default(),
+        );
+        sc.ns.inum[nstrace_common::ns::MNT] = 77;
+        sc.targets = targets;
+        sc
+    }
+
+    #[test]
+    fn pivot_root_with_shared_mounts() {
+        let private = || {
+            vec![
+                target("new_root", "/new", 77),
+                target("put_old", "/new/old", 77),
+                target("root", "/", 77),
+            ]
+        };
+        for (which, text) in [
+            (0, "new_root's parent mount is shared"),
+            (1, "put_old's mount is shared"),
+            (2, "the current root's parent mount is shared"),
+        ] {
+            let mut t = private();
+            if which == 1 {
+                t[1].shared = true;
+            } else {
+                t[which].parent_shared = true;
+            }
+            let e = run(pivot(t), vec![], ALL_HOOKS);
+            assert_eq!(e.cause, Cause::SharedPropagation);
+            assert!(e.text.contains(text), "{}", e.text);
+        }
+        // new_root itself shared is not one of the kernel's conditions.
+        let mut t = private();
+        t[0].shared = true;
+        assert_eq!(run(pivot(t), vec![], ALL_HOOKS).cause, Cause::Unknown);
+        // All private, new_root in another namespace: PR3.
+        let mut t = private();
+        t[0].mnt_ns = 88;
+        assert_eq!(
+            run(pivot(t), vec![], ALL_HOOKS).cause,
+            Cause::NotInCallerMountNs
+        );
+    }
+
+    #[test]
+    fn move_of_a_mount_under_a_shared_parent() {
+        let mut sc = call(
+            "mount",
+            vec![
+                ("source", s("/a")),
+                ("target", s("/b")),
+                ("fstype", ArgValue::Null),
+                ("flags", flags(&["MS_MOVE"])),
+                ("data", ArgValue::Null),
+            ],
+            22,
+            TaskState::default(),
+        );
+        sc.ns.inum[nstrace_common::ns::MNT] = 77;
+        let mut source = target("source", "/a", 77);
+        source.parent_shared = true;
+        sc.targets = vec![target("target", "/b", 77), source];
+        assert_eq!(
+            run(sc.clone(), vec![], ALL_HOOKS).cause,
+            Cause::SharedPropagation
+        );
+        // A locked source fails earlier (MV1), whatever its parent.
+        let mut locked = sc;
+        locked.targets[1].flags |= nstrace_common::mnt_flags::LOCKED;
+        assert_ne!(
+            run(locked, vec![], ALL_HOOKS).cause,
+            Cause::SharedPropagation
+        );
     }
 
     #[test]

@@ -145,6 +145,12 @@ pub fn event_json(ev: &Event) -> Value {
                     m.insert("fd_ns_level".into(), json!(level));
                 }
             }
+            if !sc.targets.is_empty() {
+                m.insert(
+                    "targets".into(),
+                    sc.targets.iter().map(target_json).collect::<Value>(),
+                );
+            }
             if sc.no_entry {
                 m.insert("no_entry".into(), json!(true));
             }
@@ -249,6 +255,22 @@ pub fn userns_json(u: &UserNsInfo) -> Value {
     json!({"inum": u.inum, "level": u.level, "owner": u.owner, "parent": u.parent})
 }
 
+/// A path argument of a failed call resolved to its mount.
+pub fn target_json(t: &crate::event::TargetMount) -> Value {
+    json!({
+        "arg": t.arg,
+        "path": t.path,
+        "mnt_id": t.mnt_id,
+        "parent_id": t.parent_id,
+        "mnt_ns": t.mnt_ns,
+        "mount_root": t.mount_root,
+        "shared": t.shared,
+        "parent_shared": t.parent_shared,
+        "mnt_flags": format!("{:#x}", t.flags),
+        "via_pid": t.via_pid,
+    })
+}
+
 /// The caller's state recorded with a syscall.
 pub fn state_json(st: &TaskState) -> Value {
     json!({
@@ -260,6 +282,7 @@ pub fn state_json(st: &TaskState) -> Value {
         "owners": {"mnt": st.mntns_owner, "pid": st.pidns_owner, "net": st.netns_owner},
         "egid": st.egid,
         "ids_mapped": {"uid": st.uid_map.maps(st.euid), "gid": st.gid_map.maps(st.egid)},
+        "chrooted": st.root.chrooted(),
     })
 }
 
@@ -361,6 +384,7 @@ mod tests {
                 ret_kind: RetKind::Status,
                 state: nstrace_common::TaskState::default(),
                 fd_ns: None,
+                targets: Vec::new(),
             }),
         }
     }

@@ -418,6 +418,7 @@ mod tests {
                     ret_kind: RetKind::Status,
                     state: nstrace_common::TaskState::default(),
                     fd_ns: None,
+                    targets: Vec::new(),
                 }),
             },
             ns_changes: vec![],

@@ -384,6 +384,11 @@ pub struct ExecRecord {
     pub argv_len: i32,
     /// Total size of the argument block, before capping.
     pub argv_total: u64,
+    /// 1: the process was not tracked before this exec, and became tracked
+    /// by it (a container runtime started while a tracked client ran).
+    pub adopted: u32,
+    /// Padding.
+    pub _pad: u32,
     /// Namespaces of the process.
     pub ns: NsIds,
     /// The file that was executed.
@@ -661,6 +666,10 @@ pub struct Config {
     /// asks the programs to read that fd's mount into MOUNT_PROBE (0: none).
     /// A rare call that fails harmlessly on an O_PATH fd (syncfs).
     pub probe_nr: u32,
+    /// 1: a container runtime ([`role::RUNTIME`]) that starts anywhere
+    /// while a tracked container-engine client ([`role::CLIENT`]) runs
+    /// becomes tracked, with its descendants.
+    pub follow_runtimes: u32,
     /// Bit `nr` set: syscall `nr` is traced (checked before anything else,
     /// so that other syscalls cost one load and a test).
     pub syscalls: [u64; (MAX_SYSCALL_NR / 64) as usize],
@@ -676,8 +685,28 @@ impl Config {
     }
 }
 
+/// Values of the TRACKED map.
+pub mod tracked {
+    /// A tracked process.
+    pub const PROCESS: u8 = 1;
+    /// A tracked process running a container-engine client (counted in CLIENTS).
+    pub const CLIENT: u8 = 2;
+}
+
+/// What a program (by its `comm` after exec) is, in the PROGRAMS map.
+pub mod role {
+    /// An OCI runtime or the monitor that runs one (runc, crun, conmon, ...).
+    pub const RUNTIME: u8 = 1;
+    /// A client that asks a daemon to start containers (docker, nerdctl, ...).
+    pub const CLIENT: u8 = 2;
+}
+
 /// Names of the maps and programs, shared so that neither side misspells them.
 pub mod names {
+    /// Program roles by `comm` (a 16-byte, NUL-padded key).
+    pub const PROGRAMS: &str = "PROGRAMS";
+    /// Live tracked client processes (one `i64`).
+    pub const CLIENTS: &str = "CLIENTS";
     /// Ring buffer of records.
     pub const EVENTS: &str = "EVENTS";
     /// Tracked thread-group ids.
@@ -727,6 +756,7 @@ mod tests {
             launcher_pid: 0,
             self_pid: 0,
             probe_nr: 0,
+            follow_runtimes: 0,
             syscalls: [0; (MAX_SYSCALL_NR / 64) as usize],
             offsets: Offsets::UNRESOLVED,
         };

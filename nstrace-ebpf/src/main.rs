@@ -3,6 +3,10 @@
 //! other events) happens in userspace.
 #![no_std]
 #![no_main]
+// The BPF target has no compare-and-swap, so `AtomicI64::fetch_add` does not
+// exist there; the intrinsic lowers to BPF's atomic add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use core::ptr::addr_of_mut;
 
@@ -17,10 +21,10 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use nstrace_common::{
-    ns, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header, IdMap, KlogRecord,
-    MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState, UserNsInfo, ARGV_LEN,
-    BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN,
-    STR_SLOTS, SYSCALL_NO_ENTRY, T_SHARED,
+    ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
+    IdMap, KlogRecord, MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState,
+    UserNsInfo, ARGV_LEN, BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED, NO_OFFSET, NSFS_MAGIC,
+    PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, T_SHARED,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -34,6 +38,14 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// Thread-group ids being traced.
 #[map]
 static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Roles of programs by `comm` (container runtimes and engine clients).
+#[map]
+static PROGRAMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(64, 0);
+
+/// Number of live tracked client processes.
+#[map]
+static CLIENTS: Array<i64> = Array::with_max_entries(1, 0);
 
 /// Syscall records between entry and exit, by thread id.
 #[map]
@@ -600,7 +612,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     if cfg.trace_all == 0 {
-        let _ = TRACKED.insert(child_pid, 1, 0);
+        let _ = TRACKED.insert(child_pid, tracked::PROCESS, 0);
     }
     let Some(mut entry) = reserve::<ForkRecord>() else {
         return 0;
@@ -617,6 +629,55 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Adds `delta` to the count of live tracked clients.
+#[inline(always)]
+fn clients_add(delta: i64) {
+    if let Some(ptr) = CLIENTS.get_ptr_mut(0) {
+        use core::intrinsics::{atomic_xadd, AtomicOrdering};
+        // SAFETY: a map value, valid for the program's run; updated atomically.
+        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(ptr, delta) };
+    }
+}
+
+/// Whether a process that just exec'd is traced (`Some(adopted)`), keeping
+/// TRACKED and CLIENTS up to date: a tracked process that becomes a
+/// container-engine client is counted, and while any is, a container
+/// runtime started anywhere becomes tracked (adopted).
+#[inline(always)]
+fn exec_membership(cfg: &Config, pid: u32) -> Option<bool> {
+    if cfg.trace_all != 0 {
+        return Some(false);
+    }
+    let role = aya_ebpf::helpers::bpf_get_current_comm()
+        .ok()
+        .and_then(|comm| {
+            // SAFETY: plain lookup; the value is copied out at once.
+            unsafe { PROGRAMS.get(&comm) }.copied()
+        })
+        .unwrap_or(0);
+    // SAFETY: as above.
+    match unsafe { TRACKED.get(&pid) }.copied() {
+        None => {
+            let clients = CLIENTS.get(0).copied().unwrap_or(0);
+            if cfg.follow_runtimes == 0 || role != role::RUNTIME || clients <= 0 {
+                return None;
+            }
+            let _ = TRACKED.insert(&pid, &tracked::PROCESS, 0);
+            Some(true)
+        }
+        Some(was) => {
+            if role == role::CLIENT && was != tracked::CLIENT {
+                let _ = TRACKED.insert(&pid, &tracked::CLIENT, 0);
+                clients_add(1);
+            } else if role != role::CLIENT && was == tracked::CLIENT {
+                let _ = TRACKED.insert(&pid, &tracked::PROCESS, 0);
+                clients_add(-1);
+            }
+            Some(false)
+        }
+    }
+}
+
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
@@ -625,9 +686,9 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     };
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
-    if !is_tracked(cfg, pid) {
+    let Some(adopted) = exec_membership(cfg, pid) else {
         return 0;
-    }
+    };
     let Some(mut entry) = reserve::<ExecRecord>() else {
         return 0;
     };
@@ -653,6 +714,8 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         let end: u64 = kread(mm, o.mm_arg_end).unwrap_or(0);
         let total = end.saturating_sub(start);
         addr_of_mut!((*rec).argv_total).write(total);
+        addr_of_mut!((*rec).adopted).write(u32::from(adopted));
+        addr_of_mut!((*rec)._pad).write(0);
         let want = if total > (ARGV_LEN - 1) as u64 {
             (ARGV_LEN - 1) as u32
         } else {
@@ -696,7 +759,11 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     if cfg.trace_all == 0 {
-        let _ = TRACKED.remove(pid);
+        // SAFETY: plain lookup; the value is copied out at once.
+        if unsafe { TRACKED.get(&pid) }.copied() == Some(tracked::CLIENT) {
+            clients_add(-1);
+        }
+        let _ = TRACKED.remove(&pid);
     }
     let Some(mut entry) = reserve::<ExitRecord>() else {
         return 0;

@@ -81,6 +81,17 @@ pub enum TreeFormat {
     Dot,
 }
 
+/// `--scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// The command's (or -p PID's) descendants only.
+    Tree,
+    /// Descendants, and the containers started for traced engine clients.
+    Containers,
+    /// Every process on the system.
+    All,
+}
+
 /// What to trace and how to write it.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -88,9 +99,17 @@ pub struct TraceArgs {
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "all")]
     pub pid: Option<u32>,
 
-    /// Trace every process on the system (with a command: until it exits).
+    /// Trace every process on the system (with a command: until it exits);
+    /// the same as --scope all.
     #[arg(long)]
     pub all: bool,
+
+    /// Which processes: `containers` (the default) is the command's
+    /// descendants plus the containers whose runtime a daemon starts while a
+    /// traced engine client (docker, nerdctl, ctr, crictl, podman) runs;
+    /// `tree` only the descendants; `all` every process.
+    #[arg(long, value_enum, default_value_t = ScopeArg::Containers)]
+    pub scope: ScopeArg,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -122,9 +141,17 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
+    /// Whether every process is traced (--all or --scope all).
+    pub fn all_processes(&self) -> bool {
+        self.all || self.scope == ScopeArg::All
+    }
+
     /// Checks combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        if self.command.is_empty() && self.pid.is_none() && !self.all {
+        if self.scope == ScopeArg::All && self.pid.is_some() {
+            return Err("--scope all cannot be combined with -p PID".into());
+        }
+        if self.command.is_empty() && self.pid.is_none() && !self.all_processes() {
             return Err("nothing to trace: give a command after --, -p PID or --all".into());
         }
         if !self.command.is_empty() && self.pid.is_some() {

@@ -120,6 +120,7 @@ impl Decoder {
                         argv,
                         argv_truncated,
                         ns: rec.ns,
+                        adopted: rec.adopted != 0,
                     },
                 )
             }
@@ -600,6 +601,8 @@ mod tests {
             filename_len: 0,
             argv_len: 0,
             argv_total: 0,
+            adopted: 0,
+            _pad: 0,
             ns: NsIds::default(),
             filename: [0; PATH_LEN],
             argv: [0; ARGV_LEN],

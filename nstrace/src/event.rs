@@ -61,6 +61,9 @@ pub enum EventKind {
         argv_truncated: bool,
         /// Namespaces.
         ns: NsIds,
+        /// The process became traced with this exec: a container runtime
+        /// started (by a daemon) while a traced container-engine client ran.
+        adopted: bool,
     },
     /// Process `pid` ended.
     Exit {
@@ -81,6 +84,9 @@ pub enum EventKind {
         /// The line, without its trailing newline.
         text: String,
     },
+    /// What nstrace learned of a container outside the kernel's records (its
+    /// init pid, from the runtime's state file).
+    Container(crate::containers::Container),
     /// The mount table of a mount namespace just created by a call, read
     /// from `/proc/PID/mountinfo` by nstrace (not a kernel record).
     Mounts {

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod containers;
 pub mod decode;
 pub mod errnos;
 pub mod event;

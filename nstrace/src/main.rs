@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nstrace::cli::{Cli, Color, Command};
+use nstrace::cli::{Cli, Color, Command, ScopeArg};
 use nstrace::scope::Scope;
 use nstrace::trace::{self, TraceOptions, EXIT_NSTRACE_FAILED};
 
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         eprintln!("nstrace: {msg}");
         return ExitCode::from(2);
     }
-    let scope = match (&cli.pid, cli.all) {
+    let scope = match (&cli.pid, cli.all_processes()) {
         (Some(pid), _) => Scope::Attach(*pid),
         (None, true) => Scope::All((!cli.command.is_empty()).then(|| cli.command.clone())),
         (None, false) => Scope::Launch(cli.command.clone()),
@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         color,
         ring_bytes: cli.buffer_size,
         btf: cli.btf,
+        follow_runtimes: cli.scope == ScopeArg::Containers,
     };
     let code = match trace::run(opts) {
         Ok(code) => code,

@@ -18,6 +18,9 @@ pub struct Process {
     pub argv: Vec<String>,
     /// Last known namespaces.
     pub ns: Option<NsIds>,
+    /// The container it belongs to (its id), inherited from the runtime
+    /// process that started it.
+    pub container: Option<String>,
 }
 
 /// A namespace that a process moved into.
@@ -76,6 +79,8 @@ pub struct Annotated {
     pub ns_changes: Vec<NsChange>,
     /// Why the call failed, for failed syscalls.
     pub explanation: Option<crate::explain::Explanation>,
+    /// The container the process belongs to.
+    pub container: Option<crate::containers::Container>,
 }
 
 /// Counts for the summary.
@@ -93,6 +98,14 @@ pub struct Counts {
     pub processes: u64,
 }
 
+/// A container the trace follows.
+#[derive(Debug, Clone)]
+struct Tracked {
+    info: crate::containers::Container,
+    /// The runtime's state directory, where its init pid can be read.
+    state_root: Option<String>,
+}
+
 /// The model.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -101,6 +114,7 @@ pub struct Model {
     origins: HashMap<(&'static str, u32), NsOrigin>,
     mount_tables: HashMap<u32, MountTable>,
     seen_pids: HashSet<u32>,
+    containers: HashMap<String, Tracked>,
     /// Running totals.
     pub counts: Counts,
 }
@@ -114,6 +128,23 @@ impl Model {
     /// What the model knows of `pid`, if it is alive.
     pub fn process(&self, pid: u32) -> Option<&Process> {
         self.processes.get(&pid)
+    }
+
+    /// The container process `pid` belongs to.
+    pub fn container_of(&self, pid: u32) -> Option<&crate::containers::Container> {
+        let id = self.processes.get(&pid)?.container.as_ref()?;
+        self.containers.get(id).map(|t| &t.info)
+    }
+
+    /// For a process of a container whose init pid is not known yet: the
+    /// container's id and the runtime's state directory to read it from.
+    pub fn init_unknown(&self, pid: u32) -> Option<(&str, &str)> {
+        let id = self.processes.get(&pid)?.container.as_ref()?;
+        let t = self.containers.get(id)?;
+        if t.info.init_pid.is_some() {
+            return None;
+        }
+        Some((id.as_str(), t.state_root.as_deref()?))
     }
 
     /// Where this trace first saw namespace `inum` of type `kind` (`"user"`).
@@ -161,8 +192,23 @@ impl Model {
         if event.pid != 0 && self.seen_pids.insert(event.pid) {
             self.counts.processes += 1;
         }
+        // The container of the process as it was before this event (an exit
+        // forgets the process).
+        let mut container = self.container_of(event.pid).cloned();
         match &event.kind {
             EventKind::Lost { count } => self.counts.lost += count,
+            EventKind::Container(c) => {
+                self.counts.events += 1;
+                let t = self
+                    .containers
+                    .entry(c.id.clone())
+                    .or_insert_with(|| Tracked {
+                        info: c.clone(),
+                        state_root: None,
+                    });
+                t.info.init_pid = t.info.init_pid.or(c.init_pid);
+                container = Some(t.info.clone());
+            }
             EventKind::Cap(_) | EventKind::Klog { .. } => self.counts.events += 1,
             EventKind::Mounts {
                 mnt_ns,
@@ -213,14 +259,17 @@ impl Model {
                 // clone that made it created them.
                 self.record_origins(&event, "clone", true, &ns_changes);
                 self.remember_all(ns);
+                let (argv, label) = parent.map(|p| (p.argv, p.container)).unwrap_or_default();
                 self.processes.insert(
                     event.pid,
                     Process {
                         ppid: Some(*ppid),
-                        argv: parent.map(|p| p.argv).unwrap_or_default(),
+                        argv,
                         ns: Some(*ns),
+                        container: label,
                     },
                 );
+                container = self.container_of(event.pid).cloned();
             }
             EventKind::Exec { ppid, argv, ns, .. } => {
                 self.counts.events += 1;
@@ -229,10 +278,24 @@ impl Model {
                     ns_changes = self.diff(&before, ns);
                 }
                 self.remember_all(ns);
+                let call = crate::containers::runtime_call(&event.comm, argv);
                 let p = self.processes.entry(event.pid).or_default();
                 p.ppid = Some(*ppid);
                 p.argv = argv.clone();
                 p.ns = Some(*ns);
+                if let Some(call) = call {
+                    p.container = Some(call.container.id.clone());
+                    let t = self
+                        .containers
+                        .entry(call.container.id.clone())
+                        .or_insert_with(|| Tracked {
+                            info: call.container.clone(),
+                            state_root: None,
+                        });
+                    t.state_root = t.state_root.take().or(call.state_root);
+                    t.info.engine = t.info.engine.take().or(call.container.engine);
+                    container = Some(t.info.clone());
+                }
             }
             EventKind::Exit { .. } => {
                 self.counts.events += 1;
@@ -243,6 +306,7 @@ impl Model {
             event,
             ns_changes,
             explanation: None,
+            container,
         }
     }
 

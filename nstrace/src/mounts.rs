@@ -176,6 +176,17 @@ fn openat2_path(
     follow: bool,
     resolve: u64,
 ) -> Option<std::os::fd::OwnedFd> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    openat2(dir, rel, libc::O_PATH | nofollow, resolve)
+}
+
+/// `openat2(dir, rel, flags | O_CLOEXEC, resolve)`.
+fn openat2(
+    dir: &std::fs::File,
+    rel: &str,
+    flags: i32,
+    resolve: u64,
+) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     /// struct open_how.
     #[repr(C)]
@@ -185,9 +196,8 @@ fn openat2_path(
         resolve: u64,
     }
     let rel = std::ffi::CString::new(rel).ok()?;
-    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | nofollow) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve,
     };
@@ -319,6 +329,13 @@ pub fn target_paths(sc: &crate::event::Syscall) -> Vec<(&'static str, String)> {
         .into_iter()
         .filter_map(|(a, p)| Some((a, p.filter(|p| !p.is_empty())?)))
         .collect()
+}
+
+/// Opens file `path` for reading inside the mount namespace and root of
+/// `pid` (RESOLVE_IN_ROOT).
+pub fn open_as_file(pid: u32, path: &str) -> Option<std::fs::File> {
+    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    openat2(&root, &format!(".{path}"), libc::O_RDONLY, RESOLVE_IN_ROOT).map(std::fs::File::from)
 }
 
 /// Whether `fd` is the file nstrace sees at `path` (same device and inode).

@@ -56,6 +56,8 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Kernel structure offsets.
     pub offsets: Offsets,
+    /// Follow container runtimes started while a tracked engine client runs.
+    pub follow_runtimes: bool,
 }
 
 /// The raw tracepoints and the program attached to each. Raw tracepoints
@@ -99,6 +101,7 @@ impl Probes {
             launcher_pid: opts.launcher_pid,
             self_pid: std::process::id(),
             probe_nr: libc::SYS_syncfs as u32,
+            follow_runtimes: u32::from(opts.follow_runtimes),
             syscalls,
             offsets: opts.offsets,
         };
@@ -120,6 +123,7 @@ impl Probes {
                 }
             })?;
         fill_arg_specs(&mut ebpf)?;
+        fill_programs(&mut ebpf)?;
         fill_config(&mut ebpf, config)?;
         let mut probes = Self {
             ebpf,
@@ -205,16 +209,36 @@ impl Probes {
     /// already ended (`-p` racing with the exit) is pruned here.
     pub fn tracked_count(&mut self) -> Result<usize, ProbeError> {
         let mut tracked = self.tracked()?;
-        let pids: Vec<u32> = tracked.keys().filter_map(Result::ok).collect();
+        let pids: Vec<(u32, u8)> = tracked.iter().filter_map(Result::ok).collect();
         let mut alive = 0;
-        for pid in pids {
+        let mut clients_gone = 0;
+        for (pid, what) in pids {
             if process_alive(pid) {
                 alive += 1;
-            } else {
-                let _ = tracked.remove(&pid);
+            } else if tracked.remove(&pid).is_ok() && what == nstrace_common::tracked::CLIENT {
+                clients_gone += 1;
             }
         }
+        if clients_gone > 0 {
+            self.forget_clients(clients_gone)?;
+        }
         Ok(alive)
+    }
+
+    /// Takes `n` pruned clients off the kernel's count of live ones.
+    fn forget_clients(&mut self, n: i64) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(names::CLIENTS)
+            .ok_or(ProbeError::Missing("CLIENTS map"))?;
+        let mut clients: aya::maps::Array<&mut MapData, i64> =
+            aya::maps::Array::try_from(map).map_err(|e| map_err(names::CLIENTS, e))?;
+        // Not atomic with the kernel's updates; a prune is already the rare
+        // path of a process whose exit the kernel side did not see.
+        let now = clients.get(&0, 0).map_err(|e| map_err(names::CLIENTS, e))?;
+        clients
+            .set(0, (now - n).max(0), 0)
+            .map_err(|e| map_err(names::CLIENTS, e))
     }
 
     /// Records dropped in the kernel and not yet reported in a later record.
@@ -285,6 +309,20 @@ fn fill_arg_specs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         specs
             .set(def.nr, def.arg_spec(), 0)
             .map_err(|e| map_err(names::ARG_SPECS, e))?;
+    }
+    Ok(())
+}
+
+fn fill_programs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(names::PROGRAMS)
+        .ok_or(ProbeError::Missing("PROGRAMS map"))?;
+    let mut programs: HashMap<&mut MapData, [u8; 16], u8> =
+        HashMap::try_from(map).map_err(|e| map_err(names::PROGRAMS, e))?;
+    for (comm, role) in crate::containers::PROGRAMS {
+        programs
+            .insert(crate::containers::comm_key(comm), role, 0)
+            .map_err(|e| map_err(names::PROGRAMS, e))?;
     }
     Ok(())
 }

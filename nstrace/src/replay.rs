@@ -303,6 +303,20 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
     })
 }
 
+fn container_of(v: Option<&Value>) -> R<crate::containers::Container> {
+    let bad = || ReplayError::Field("container");
+    let m = v.and_then(Value::as_object).ok_or_else(bad)?;
+    Ok(crate::containers::Container {
+        id: str_of(m, "id").map_err(|_| bad())?.to_string(),
+        runtime: str_of(m, "runtime").map_err(|_| bad())?.to_string(),
+        engine: m.get("engine").and_then(Value::as_str).map(String::from),
+        init_pid: m
+            .get("init_pid")
+            .and_then(Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok()),
+    })
+}
+
 fn targets_of(v: &Value) -> R<Vec<crate::event::TargetMount>> {
     let bad = || ReplayError::Field("targets");
     v.as_array()
@@ -393,12 +407,14 @@ pub fn parse_line(line: &str) -> R<Line> {
             ppid: u32_of(m, "ppid")?,
             ns: ns_of(m.get("ns"), "ns")?,
         },
+        "container" => EventKind::Container(container_of(m.get("container"))?),
         "exec" => EventKind::Exec {
             ppid: u32_of(m, "ppid")?,
             filename: str_of(m, "filename")?.to_string(),
             argv: strings_of(m, "argv")?,
             argv_truncated: m.get("argv_truncated").is_some(),
             ns: ns_of(m.get("ns"), "ns")?,
+            adopted: m.get("adopted").is_some(),
         },
         "exit" => EventKind::Exit {
             ppid: u32_of(m, "ppid")?,

@@ -47,6 +47,8 @@ pub struct TraceOptions {
     pub ring_bytes: u32,
     /// BTF file to use instead of the kernel's.
     pub btf: Option<PathBuf>,
+    /// Follow the containers started for traced engine clients.
+    pub follow_runtimes: bool,
 }
 
 /// Why a session could not run.
@@ -216,6 +218,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         launcher_pid,
         ring_bytes: opts.ring_bytes,
         offsets,
+        follow_runtimes: opts.follow_runtimes,
     })?;
     for note in &probes.notes {
         eprintln!("nstrace: {note}");
@@ -313,6 +316,16 @@ impl Pipeline {
                 self.output_failed(&e);
             }
         }
+        // A container whose init is not known yet: the runtime records it in
+        // its state file once the container is created.
+        if matches!(
+            ann.event.kind,
+            EventKind::Exec { .. } | EventKind::Exit { .. }
+        ) {
+            if let Some(ev) = self.container_init(&ann.event) {
+                self.emit(ev);
+            }
+        }
         // A new mount namespace: record its table now, while a process in it
         // lives (the locks it got are the lineage later explanations cite).
         if let Some(req) = crate::mounts::snapshot_request(&ann) {
@@ -343,6 +356,23 @@ impl Pipeline {
                 self.emit(ev);
             }
         }
+    }
+
+    /// A `container` event with the init pid of the container of `ev`'s
+    /// process, when the model lacks it and the runtime's state file has it.
+    fn container_init(&mut self, ev: &Event) -> Option<Event> {
+        let (id, root) = self.model.init_unknown(ev.pid)?;
+        let init = [ev.pid, std::process::id()]
+            .into_iter()
+            .find_map(|via| crate::containers::init_pid_from_state(via, root, id))?;
+        let mut c = self.model.container_of(ev.pid)?.clone();
+        c.init_pid = Some(init);
+        Some(self.decoder.synthetic(
+            monotonic_ns(),
+            ev.pid,
+            ev.comm.clone(),
+            EventKind::Container(c),
+        ))
     }
 
     /// Resolves the path arguments of a failed call to the mounts they

@@ -1593,6 +1593,7 @@ mod tests {
             },
             ns_changes: vec![],
             explanation: None,
+            container: None,
         };
         // A loss reported at t=150 while a mount entered at t=100 ran.
         assert!(x

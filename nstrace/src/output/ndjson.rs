@@ -58,8 +58,13 @@ impl<W: Write> Sink for NdjsonSink<W> {
 
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
         let mut v = event_json(&ev.event);
-        if let (Some(e), Value::Object(m)) = (&ev.explanation, &mut v) {
-            m.insert("explanation".into(), explanation_json(e));
+        if let Value::Object(m) = &mut v {
+            if let Some(c) = &ev.container {
+                m.insert("container".into(), container_json(c));
+            }
+            if let Some(e) = &ev.explanation {
+                m.insert("explanation".into(), explanation_json(e));
+            }
         }
         self.write_value(&v)
     }
@@ -98,6 +103,7 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Cap(_) => "cap",
         EventKind::Klog { .. } => "klog",
         EventKind::Mounts { .. } => "mounts",
+        EventKind::Container(_) => "container",
     };
     m.insert("type".into(), json!(ty));
     m.insert("ts_ns".into(), json!(ev.ts_ns));
@@ -105,6 +111,9 @@ pub fn event_json(ev: &Event) -> Value {
     m.insert("tid".into(), json!(ev.tid));
     m.insert("comm".into(), json!(ev.comm));
     match &ev.kind {
+        EventKind::Container(c) => {
+            m.insert("container".into(), container_json(c));
+        }
         EventKind::Syscall(sc) => {
             m.insert("syscall".into(), json!(sc.name));
             let mut args = Map::new();
@@ -168,6 +177,7 @@ pub fn event_json(ev: &Event) -> Value {
             argv,
             argv_truncated,
             ns,
+            adopted,
         } => {
             m.insert("ppid".into(), json!(ppid));
             m.insert("filename".into(), json!(filename));
@@ -176,6 +186,9 @@ pub fn event_json(ev: &Event) -> Value {
                 m.insert("argv_truncated".into(), json!(true));
             }
             m.insert("ns".into(), ns_json(ns));
+            if *adopted {
+                m.insert("adopted".into(), json!(true));
+            }
         }
         EventKind::Exit { ppid, status } => {
             m.insert("ppid".into(), json!(ppid));
@@ -253,6 +266,20 @@ pub fn event_json(ev: &Event) -> Value {
 /// `{"inum": N, "level": N, "owner": UID, "parent": N}`.
 pub fn userns_json(u: &UserNsInfo) -> Value {
     json!({"inum": u.inum, "level": u.level, "owner": u.owner, "parent": u.parent})
+}
+
+/// `{"id", "runtime", "engine"?, "init_pid"?}`.
+pub fn container_json(c: &crate::containers::Container) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(c.id));
+    m.insert("runtime".into(), json!(c.runtime));
+    if let Some(e) = &c.engine {
+        m.insert("engine".into(), json!(e));
+    }
+    if let Some(p) = c.init_pid {
+        m.insert("init_pid".into(), json!(p));
+    }
+    Value::Object(m)
 }
 
 /// A path argument of a failed call resolved to its mount.
@@ -412,6 +439,7 @@ mod tests {
                 event: failed_mount(),
                 ns_changes: vec![],
                 explanation: None,
+                container: None,
             };
             sink.event(&ann).unwrap();
             sink.summary(&Summary::default()).unwrap();

@@ -88,6 +88,7 @@ impl<W: Write> Sink for TextSink<W> {
                 filename,
                 argv,
                 argv_truncated,
+                adopted,
                 ..
             } => {
                 let mut args: Vec<String> = argv.iter().map(|a| quote(a)).collect();
@@ -95,11 +96,16 @@ impl<W: Write> Sink for TextSink<W> {
                     args.push("...".into());
                 }
                 format!(
-                    "{}exec{} {} [{}]",
+                    "{}exec{} {} [{}]{}",
                     st.dim,
                     st.reset,
                     quote(filename),
-                    args.join(", ")
+                    args.join(", "),
+                    if *adopted {
+                        " (container runtime started for the traced client: followed)"
+                    } else {
+                        ""
+                    }
                 )
             }
             EventKind::Exit { status, .. } => match *status {
@@ -198,6 +204,20 @@ impl<W: Write> Sink for TextSink<W> {
                     )
                 }
             }
+            EventKind::Container(c) => format!(
+                "{}container {} ({}{}){}{}",
+                st.dim,
+                sanitize(&c.id),
+                sanitize(&c.runtime),
+                c.engine
+                    .as_deref()
+                    .map(|e| format!(", {}", sanitize(e)))
+                    .unwrap_or_default(),
+                c.init_pid
+                    .map(|p| format!(": init pid {p}"))
+                    .unwrap_or_default(),
+                st.reset
+            ),
             EventKind::Lost { count } => {
                 writeln!(
                     self.out,
@@ -207,8 +227,18 @@ impl<W: Write> Sink for TextSink<W> {
                 return self.out.flush();
             }
         };
+        // Events of a container carry its short id.
+        let tag = match &ann.container {
+            Some(c) if !matches!(ev.kind, EventKind::Container(_)) => format!(
+                "{}[{}]{} ",
+                st.ns,
+                sanitize(&c.id.chars().take(12).collect::<String>()),
+                st.reset
+            ),
+            _ => String::new(),
+        };
         let mut line = format!(
-            "{rel:>11.6} {:>7} {:<15} {body}",
+            "{rel:>11.6} {:>7} {:<15} {tag}{body}",
             ev.pid,
             sanitize(&ev.comm)
         );
@@ -423,6 +453,7 @@ mod tests {
             },
             ns_changes: vec![],
             explanation: None,
+            container: None,
         }
     }
 
@@ -479,6 +510,7 @@ mod tests {
             },
             ns_changes: vec![],
             explanation: None,
+            container: None,
         };
         sink.event(&cap(1, 1)).unwrap();
         let mut ok = unshare_failed();

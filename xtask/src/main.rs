@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | demo | test | lint`.
+//! Project tasks: `cargo xtask setup | build | demo | test | lint | runtimes up|down`.
 //!
 //! Every task does its own set-up first, idempotently, so that a fresh
 //! machine needs nothing but `cargo xtask demo` or `cargo xtask test`.
@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod runtimes;
 mod setup;
 
 #[derive(Parser)]
@@ -29,7 +30,8 @@ enum Task {
     /// Build, then trace the classic refusal: a proc mount in a new user
     /// namespace under a masked /proc file gets EPERM (needs root).
     Demo,
-    /// Every test, including those that load real BPF programs (as root).
+    /// Every test, including those that load real BPF programs and those
+    /// that run docker, podman and runc (as root; see `runtimes up`).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -37,6 +39,21 @@ enum Task {
     },
     /// fmt check and clippy, for the userspace crates and the BPF crate.
     Lint,
+    /// The container runtimes the tests use (a private dockerd, podman,
+    /// runc), for manual work (as root).
+    Runtimes {
+        #[command(subcommand)]
+        action: RuntimesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimesAction {
+    /// Install, build the busybox image and runc bundle, start the private
+    /// dockerd, and print the tests' variables as `export` lines.
+    Up,
+    /// Stop the private dockerd (and its containerd).
+    Down,
 }
 
 fn main() -> Result<()> {
@@ -47,8 +64,12 @@ fn main() -> Result<()> {
         Task::Setup => setup::all(),
         Task::Build => build(),
         Task::Demo => demo(&root),
-        Task::Test { cargo_args } => test(&cargo_args),
+        Task::Test { cargo_args } => test(&root, &cargo_args),
         Task::Lint => lint(),
+        Task::Runtimes { action } => match action {
+            RuntimesAction::Up => runtimes_up(&root),
+            RuntimesAction::Down => runtimes::down(&root),
+        },
     }
 }
 
@@ -154,13 +175,56 @@ fn shell_quote(s: &OsStr) -> String {
     format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
 }
 
-fn test(extra: &[String]) -> Result<()> {
+fn runtimes_up(root: &Path) -> Result<()> {
+    let session = runtimes::up(root)?;
+    println!("# The private dockerd stays up until `cargo xtask runtimes down`.");
+    println!("# For the tests' variables in this shell: eval \"$(cargo xtask runtimes up | grep ^export)\"");
+    for (name, value) in session.env() {
+        println!("export {name}={}", shell_quote(OsStr::new(&value)));
+    }
+    Ok(())
+}
+
+/// Sets up the container runtimes (as root), runs the tests with their
+/// variables, and stops the dockerd it started, whatever the tests did.
+fn test(root: &Path, extra: &[String]) -> Result<()> {
     setup::all()?;
     if std::env::var("CI").is_ok_and(|v| v == "true") && !is_root() {
         bail!("CI=true but not root: the BPF tests cannot run, and they must not be skipped");
     }
+    if !is_root() {
+        println!(
+            "xtask: not root: no container runtimes; the tests that need them skip themselves"
+        );
+        return cargo_test(extra, &[]);
+    }
+    let session = runtimes::up(root)?;
+    let env = session.env();
+    // Survive a ^C (the tests get it and stop) so as to stop dockerd; a
+    // handler, unlike SIG_IGN, does not pass on to the programs we run.
+    extern "C" fn on_interrupt(_: libc::c_int) {}
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    let tested = cargo_test(extra, &env);
+    match (tested, session.finish()) {
+        (Err(e), Err(stop)) => {
+            eprintln!("xtask: {stop:#}");
+            Err(e)
+        }
+        (tested, finished) => tested.and(finished),
+    }
+}
+
+/// `cargo test` with `env` added, ending on one total.
+fn cargo_test(extra: &[String], env: &[(&str, String)]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--lib", "--tests"]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if !extra.is_empty() {
         cmd.arg("--").args(extra);
     }

@@ -31,7 +31,9 @@ pub fn toolchain() -> Result<()> {
     bpf_linker()
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// Runs a command and returns its standard output, failing with its
+/// standard error if it fails.
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;

@@ -652,25 +652,25 @@ fn exec_membership(cfg: &Config, pid: u32) -> Option<bool> {
         .ok()
         .and_then(|comm| {
             // SAFETY: plain lookup; the value is copied out at once.
-            unsafe { PROGRAMS.get(&comm) }.copied()
+            unsafe { PROGRAMS.get(comm) }.copied()
         })
         .unwrap_or(0);
     // SAFETY: as above.
-    match unsafe { TRACKED.get(&pid) }.copied() {
+    match unsafe { TRACKED.get(pid) }.copied() {
         None => {
             let clients = CLIENTS.get(0).copied().unwrap_or(0);
             if cfg.follow_runtimes == 0 || role != role::RUNTIME || clients <= 0 {
                 return None;
             }
-            let _ = TRACKED.insert(&pid, &tracked::PROCESS, 0);
+            let _ = TRACKED.insert(pid, tracked::PROCESS, 0);
             Some(true)
         }
         Some(was) => {
             if role == role::CLIENT && was != tracked::CLIENT {
-                let _ = TRACKED.insert(&pid, &tracked::CLIENT, 0);
+                let _ = TRACKED.insert(pid, tracked::CLIENT, 0);
                 clients_add(1);
             } else if role != role::CLIENT && was == tracked::CLIENT {
-                let _ = TRACKED.insert(&pid, &tracked::PROCESS, 0);
+                let _ = TRACKED.insert(pid, tracked::PROCESS, 0);
                 clients_add(-1);
             }
             Some(false)
@@ -760,10 +760,10 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     }
     if cfg.trace_all == 0 {
         // SAFETY: plain lookup; the value is copied out at once.
-        if unsafe { TRACKED.get(&pid) }.copied() == Some(tracked::CLIENT) {
+        if unsafe { TRACKED.get(pid) }.copied() == Some(tracked::CLIENT) {
             clients_add(-1);
         }
-        let _ = TRACKED.remove(&pid);
+        let _ = TRACKED.remove(pid);
     }
     let Some(mut entry) = reserve::<ExitRecord>() else {
         return 0;

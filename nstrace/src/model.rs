@@ -294,6 +294,10 @@ impl Model {
                         });
                     t.state_root = t.state_root.take().or(call.state_root);
                     t.info.engine = t.info.engine.take().or(call.container.engine);
+                    // conmon monitors; the OCI runtime it runs names the container's runtime.
+                    if t.info.runtime == "conmon" {
+                        t.info.runtime = call.container.runtime;
+                    }
                     container = Some(t.info.clone());
                 }
             }

@@ -127,6 +127,16 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub buffer_size: u32,
 
+    /// Run the command as USER (a name or uid), with its primary group and
+    /// supplementary groups; nstrace itself keeps its privileges.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Show secret mount options (cifs password=, ecryptfs key=, ...) as
+    /// they are; by default their values are replaced by <redacted>.
+    #[arg(long)]
+    pub no_redact: bool,
+
     /// Read kernel type information from FILE instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE")]
     pub btf: Option<PathBuf>,
@@ -153,6 +163,9 @@ impl TraceArgs {
         }
         if self.command.is_empty() && self.pid.is_none() && !self.all_processes() {
             return Err("nothing to trace: give a command after --, -p PID or --all".into());
+        }
+        if self.user.is_some() && self.command.is_empty() {
+            return Err("-u USER needs a command to run".into());
         }
         if !self.command.is_empty() && self.pid.is_some() {
             return Err("-p PID cannot be combined with a command".into());

@@ -19,6 +19,7 @@ pub mod model;
 pub mod mounts;
 pub mod output;
 pub mod probes;
+pub mod redact;
 pub mod replay;
 pub mod scope;
 pub mod syscalls;

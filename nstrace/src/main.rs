@@ -67,6 +67,14 @@ fn main() -> ExitCode {
         (None, true) => Scope::All((!cli.command.is_empty()).then(|| cli.command.clone())),
         (None, false) => Scope::Launch(cli.command.clone()),
     };
+    let run_as = match cli.user.as_deref().map(nstrace::scope::RunAs::lookup) {
+        None => None,
+        Some(Ok(who)) => Some(who),
+        Some(Err(e)) => {
+            eprintln!("nstrace: -u: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let color = match cli.color {
         Color::Always => true,
         Color::Never => false,
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
         ring_bytes: cli.buffer_size,
         btf: cli.btf,
         follow_runtimes: cli.scope == ScopeArg::Containers,
+        redact: !cli.no_redact,
+        run_as,
     };
     let code = match trace::run(opts) {
         Ok(code) => code,

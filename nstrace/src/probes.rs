@@ -257,7 +257,23 @@ impl Probes {
 impl Probes {
     /// Detaches every hook, the syscall hooks first.
     pub fn detach(mut self) {
+        self.detach_syscalls();
         for (prog, id) in self.links.drain(..).rev() {
+            if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
+                let _ = p.detach(id);
+            }
+        }
+    }
+
+    /// Detaches the syscall hooks (the rest stays until [`Probes::detach`]),
+    /// so that a command that goes on untraced pays nothing for them.
+    pub fn detach_syscalls(&mut self) {
+        let syscalls = [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT];
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(prog, _)| syscalls.contains(prog));
+        self.links = kept;
+        for (prog, id) in gone.into_iter().rev() {
             if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
                 let _ = p.detach(id);
             }

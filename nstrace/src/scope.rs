@@ -61,6 +61,61 @@ impl LaunchError {
     }
 }
 
+/// A user to run the command as (`-u USER`): its uid, primary gid and
+/// supplementary groups, looked up before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (from the group database, as login does).
+    pub groups: Vec<u32>,
+}
+
+/// `-u USER` names no user.
+#[derive(Debug, Error)]
+#[error("no such user: {0}")]
+pub struct NoSuchUser(pub String);
+
+impl RunAs {
+    /// Looks `user` (a name, or a numeric uid) up in the user database.
+    pub fn lookup(user: &str) -> Result<Self, NoSuchUser> {
+        let missing = || NoSuchUser(user.to_string());
+        let name = std::ffi::CString::new(user).map_err(|_| missing())?;
+        // SAFETY: passwd is plain data; all-zero is a valid (empty) value.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: valid out-pointers and buffer of the given length.
+        let rc = unsafe {
+            match user.parse::<u32>() {
+                Ok(uid) => libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found),
+                Err(_) => libc::getpwnam_r(
+                    name.as_ptr(),
+                    &mut pw,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                ),
+            }
+        };
+        if rc != 0 || found.is_null() {
+            return Err(missing());
+        }
+        let (uid, gid) = (pw.pw_uid, pw.pw_gid);
+        let mut groups = vec![0 as libc::gid_t; 256];
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: pw_name points into `buf`, alive here; `groups` holds `n`.
+        let rc = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut n) };
+        groups.truncate(if rc < 0 { 0 } else { n.max(0) as usize });
+        if groups.is_empty() {
+            groups.push(gid);
+        }
+        Ok(Self { uid, gid, groups })
+    }
+}
+
 /// The launched command.
 pub struct Launched {
     child: Child,
@@ -69,17 +124,35 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// Starts `argv`. The kernel side tracks it from its fork on, because
-    /// nstrace registered itself as the launcher before this call.
-    pub fn spawn(argv: &[OsString]) -> Result<Self, LaunchError> {
+    /// Starts `argv`, as `run_as` if given. The kernel side tracks it from
+    /// its fork on, because nstrace registered itself as the launcher
+    /// before this call.
+    pub fn spawn(argv: &[OsString], run_as: Option<&RunAs>) -> Result<Self, LaunchError> {
+        use std::os::unix::process::CommandExt;
         let program = argv[0].to_string_lossy().into_owned();
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => LaunchError::NotFound(program.clone()),
-                _ => LaunchError::NotExecutable { program, source: e },
-            })?;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if let Some(who) = run_as.cloned() {
+            // Groups first, then the gid, then the uid (which drops the
+            // privilege to change the others). std's own uid() would clear
+            // the supplementary groups instead.
+            // SAFETY: only async-signal-safe syscalls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(who.groups.len(), who.groups.as_ptr()) != 0
+                        || libc::setgid(who.gid) != 0
+                        || libc::setuid(who.uid) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => LaunchError::NotFound(program.clone()),
+            _ => LaunchError::NotExecutable { program, source: e },
+        })?;
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
         if fd < 0 {
@@ -174,7 +247,7 @@ mod tests {
 
     #[test]
     fn missing_command_is_127() {
-        let err = Launched::spawn(&["/nonexistent/nstrace-test".into()])
+        let err = Launched::spawn(&["/nonexistent/nstrace-test".into()], None)
             .err()
             .unwrap();
         assert_eq!(err.exit_code(), 127);
@@ -183,18 +256,28 @@ mod tests {
 
     #[test]
     fn non_executable_is_126() {
-        let err = Launched::spawn(&["/dev/null".into()]).err().unwrap();
+        let err = Launched::spawn(&["/dev/null".into()], None).err().unwrap();
         assert_eq!(err.exit_code(), 126);
     }
 
     #[test]
     fn exit_status_and_signals() {
-        let mut c = Launched::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
+        let mut c = Launched::spawn(&["sh".into(), "-c".into(), "exit 7".into()], None).unwrap();
         assert_eq!(c.wait().unwrap(), ExitStatus::Exited(7));
-        let mut c = Launched::spawn(&["sleep".into(), "30".into()]).unwrap();
+        let mut c = Launched::spawn(&["sleep".into(), "30".into()], None).unwrap();
         c.signal(libc::SIGTERM).unwrap();
         assert_eq!(c.wait().unwrap().shell_code(), 128 + libc::SIGTERM);
         // Signalling a reaped command is a no-op, not an error.
         c.signal(libc::SIGTERM).unwrap();
+    }
+
+    #[test]
+    fn users_are_looked_up_by_name_or_uid() {
+        let root = RunAs::lookup("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(root.groups.contains(&0));
+        assert_eq!(RunAs::lookup("0").unwrap().uid, 0);
+        let err = RunAs::lookup("no-such-user-nstrace").unwrap_err();
+        assert_eq!(err.to_string(), "no such user: no-such-user-nstrace");
     }
 }

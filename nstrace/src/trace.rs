@@ -49,6 +49,10 @@ pub struct TraceOptions {
     pub btf: Option<PathBuf>,
     /// Follow the containers started for traced engine clients.
     pub follow_runtimes: bool,
+    /// Replace secret mount options (passwords, keys) in every output.
+    pub redact: bool,
+    /// Run the command as this user (nstrace keeps its privileges).
+    pub run_as: Option<crate::scope::RunAs>,
 }
 
 /// Why a session could not run.
@@ -251,7 +255,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         return Ok(EXIT_BROKEN_PIPE);
     }
     let launched = match opts.scope.command() {
-        Some(argv) => Some(Launched::spawn(argv)?),
+        Some(argv) => Some(Launched::spawn(argv, opts.run_as.as_ref())?),
         None => None,
     };
 
@@ -270,6 +274,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             sink,
             batch: Vec::new(),
             broken: false,
+            write_error: None,
+            redact: opts.redact,
         },
     };
     let result = runtime.block_on(session.run(ring, sig_rx));
@@ -288,6 +294,10 @@ struct Pipeline {
     batch: Vec<Event>,
     /// The output failed (closed pipe, full disk): stop writing.
     broken: bool,
+    /// The first write error other than a closed pipe.
+    write_error: Option<io::Error>,
+    /// Redact secrets before anything sees the event.
+    redact: bool,
 }
 
 impl Pipeline {
@@ -306,6 +316,9 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut ev: Event) {
+        if self.redact {
+            crate::redact::event(&mut ev);
+        }
         if let EventKind::Syscall(sc) = &mut ev.kind {
             self.probe_targets(ev.pid, sc);
         }
@@ -446,8 +459,9 @@ impl Pipeline {
 
     fn output_failed(&mut self, e: &io::Error) {
         self.broken = true;
-        if e.kind() != io::ErrorKind::BrokenPipe {
+        if e.kind() != io::ErrorKind::BrokenPipe && self.write_error.is_none() {
             eprintln!("nstrace: cannot write the trace: {e}");
+            self.write_error = Some(io::Error::new(e.kind(), e.to_string()));
         }
     }
 
@@ -564,7 +578,15 @@ impl Session {
                 .trailing_loss(unreported, monotonic_ns());
             self.pipeline.emit(ev);
         }
+        let write_error = self.pipeline.write_error.is_some();
         let exit_code = match (&end, self.launched.as_mut()) {
+            // A full disk or a failing file: the trace is lost, not the
+            // command's work; it runs to its end, and nstrace says it failed.
+            (End::OutputBroken, Some(l)) if write_error => {
+                eprintln!("nstrace: the command goes on untraced");
+                self.probes.detach_syscalls();
+                l.wait()?.shell_code()
+            }
             (End::OutputBroken, Some(l)) => {
                 terminate(l)?;
                 EXIT_BROKEN_PIPE
@@ -597,6 +619,16 @@ impl Session {
             }
         }
         self.probes.detach();
+        if self.pipeline.write_error.is_some() {
+            // The trace is incomplete: nstrace failed, whatever the command did.
+            if let Some(code) = self.launched.as_ref().and_then(|l| l.status()) {
+                eprintln!(
+                    "nstrace: the trace is incomplete; the command exited with {}",
+                    code.shell_code()
+                );
+            }
+            return Ok(EXIT_NSTRACE_FAILED);
+        }
         Ok(exit_code)
     }
 }

@@ -729,6 +729,12 @@ pub mod names {
     pub const PROG_EXEC: &str = "sched_process_exec";
     /// `cap_capable` raw tracepoint program (optional: not every kernel has it).
     pub const PROG_CAP: &str = "cap_capable";
+    /// fexit on `cap_capable` (where the tracepoint is missing).
+    pub const PROG_CAP_FEXIT: &str = "cap_capable_fexit";
+    /// kprobe on `cap_capable` (where trampolines are refused).
+    pub const PROG_CAP_KPROBE: &str = "cap_capable_kprobe";
+    /// kretprobe on `cap_capable`.
+    pub const PROG_CAP_KRETPROBE: &str = "cap_capable_kretprobe";
     /// `console` (printk) raw tracepoint program.
     pub const PROG_KLOG: &str = "console";
     /// `sched_process_exit` raw tracepoint program.

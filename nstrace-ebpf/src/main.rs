@@ -16,9 +16,9 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
         bpf_probe_read_user_str,
     },
-    macros::{map, raw_tracepoint},
+    macros::{fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
@@ -780,25 +780,20 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `cap_capable(const struct cred *cred, struct user_namespace *target_ns,
-/// const struct user_namespace *capable_ns, int cap, int ret)`: every
-/// capability decision. Only those made inside a traced call are kept.
-#[raw_tracepoint(tracepoint = "cap_capable")]
-pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
+/// Emits one capability decision made inside a traced call (others, such
+/// as memory accounting's probes during fork, are not the call's).
+#[inline(always)]
+fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
     let Some(cfg) = config() else {
-        return 0;
+        return;
     };
     let (pid, tid) = current_ids();
     // SAFETY: presence check only.
     if unsafe { PENDING.get(tid) }.is_none() {
-        return 0;
+        return;
     }
-    let cred: u64 = ctx.arg(0);
-    let target: u64 = ctx.arg(1);
-    let cap: u64 = ctx.arg(3);
-    let ret: u64 = ctx.arg(4);
     let Some(mut entry) = reserve::<CapRecord>() else {
-        return 0;
+        return;
     };
     let rec = entry.as_mut_ptr();
     let o = &cfg.offsets;
@@ -806,14 +801,72 @@ pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
     // SAFETY: `rec` is the reservation.
     unsafe {
         start_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
-        addr_of_mut!((*rec).cap).write(cap as i32);
-        addr_of_mut!((*rec).ret).write(ret as i32);
+        addr_of_mut!((*rec).cap).write(cap);
+        addr_of_mut!((*rec).ret).write(ret);
         addr_of_mut!((*rec).target).write(read_userns(cfg, target));
         addr_of_mut!((*rec).cred_ns).write(read_userns(cfg, cred_ns));
         addr_of_mut!((*rec).euid).write(kread(cred, o.cred_euid).unwrap_or(0));
         addr_of_mut!((*rec)._pad).write(0);
     }
     entry.submit(0);
+}
+
+/// `cap_capable(const struct cred *cred, struct user_namespace *target_ns,
+/// const struct user_namespace *capable_ns, int cap, int ret)`: every
+/// capability decision (the tracepoint, 6.18 and later).
+#[raw_tracepoint(tracepoint = "cap_capable")]
+pub fn cap_capable(ctx: RawTracePointContext) -> i32 {
+    let (cred, target, cap, ret): (u64, u64, u64, u64) =
+        (ctx.arg(0), ctx.arg(1), ctx.arg(3), ctx.arg(4));
+    emit_cap(cred, target, cap as i32, ret as i32);
+    0
+}
+
+/// fexit of `int cap_capable(const struct cred *cred, struct user_namespace
+/// *targ_ns, int cap, unsigned int opts)`: the same decision where the
+/// tracepoint does not exist (stock kernels before 6.18). The return value
+/// follows the four arguments.
+#[fexit(function = "cap_capable")]
+pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
+    let (cred, target, cap, ret): (u64, u64, u64, u64) =
+        (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(4));
+    emit_cap(cred, target, cap as i32, ret as i32);
+    0
+}
+
+/// `cap_capable`'s arguments between its kprobe and kretprobe, by thread.
+#[map]
+static CAP_ARGS: HashMap<u32, [u64; 3]> = HashMap::with_max_entries(1024, 0);
+
+/// kprobe of `cap_capable`, where trampolines are refused: keeps the
+/// arguments for the kretprobe (only for threads inside a traced call).
+#[kprobe]
+pub fn cap_capable_kprobe(ctx: ProbeContext) -> u32 {
+    let (_, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { PENDING.get(tid) }.is_none() {
+        return 0;
+    }
+    let args = [
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+        ctx.arg::<u64>(2).unwrap_or(0),
+    ];
+    let _ = CAP_ARGS.insert(tid, args, 0);
+    0
+}
+
+/// kretprobe of `cap_capable`: the decision, with the kprobe's arguments.
+#[kretprobe]
+pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
+    let (_, tid) = current_ids();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { CAP_ARGS.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = CAP_ARGS.remove(tid);
+    let ret: u64 = ctx.ret();
+    emit_cap(args[0], args[1], args[2] as i32, ret as i32);
     0
 }
 

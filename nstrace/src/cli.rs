@@ -61,6 +61,18 @@ pub enum Command {
         /// The trace (`nstrace --format ndjson -o FILE ...`), or - for stdin.
         file: PathBuf,
     },
+    /// What this kernel lets nstrace see: which hooks load for each
+    /// decision point (every alternative is tried), which are refused and
+    /// why, and which explanations are therefore direct, inferred or
+    /// unavailable. Needs root.
+    Doctor {
+        /// Output: text, or one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Kernel type information, instead of /sys/kernel/btf/vmlinux.
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
+    },
     /// The namespace hierarchy of a recorded trace: user namespaces, the
     /// namespaces each owns, and the processes in them.
     Tree {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod containers;
 pub mod decode;
+pub mod doctor;
 pub mod errnos;
 pub mod event;
 pub mod explain;

@@ -24,6 +24,16 @@ fn open_input(path: &std::path::Path) -> std::io::Result<Box<dyn std::io::BufRea
 fn replay(command: Command) -> i32 {
     let file = match &command {
         Command::Explain { file, .. } | Command::Tree { file, .. } => file.clone(),
+        Command::Doctor { format, btf } => {
+            let json = *format == nstrace::cli::Format::Ndjson;
+            return match trace::doctor(btf.clone(), json) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("nstrace: {e}");
+                    e.exit_code()
+                }
+            };
+        }
     };
     let name = file.display().to_string();
     let input = match open_input(&file) {
@@ -41,6 +51,7 @@ fn replay(command: Command) -> i32 {
         Command::Tree { format, .. } => {
             nstrace::commands::tree(input, &name, format, &mut out, &mut err)
         }
+        Command::Doctor { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(stats) => stats.exit_code(),

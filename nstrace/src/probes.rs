@@ -2,7 +2,10 @@
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
+    programs::{
+        fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId, FExit,
+        KProbe, RawTracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use nstrace_common::{names, ArgSpec, Config, MountProbe, Offsets, MAX_SYSCALL_NR};
@@ -58,6 +61,65 @@ pub struct ProbeOptions {
     pub offsets: Offsets,
     /// Follow container runtimes started while a tracked engine client runs.
     pub follow_runtimes: bool,
+    /// Where the kernel's BTF is (fexit programs are loaded against it).
+    pub btf_path: std::path::PathBuf,
+    /// Also try the hooks not chosen (for `nstrace doctor`), and report
+    /// whether each would load.
+    pub try_every_hook: bool,
+}
+
+/// Ways to observe capability decisions, richest first.
+const CAP_METHODS: [CapMethod; 3] = [CapMethod::Tracepoint, CapMethod::Fexit, CapMethod::Kprobe];
+
+/// A way to observe capability decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CapMethod {
+    /// The `capability:cap_capable` tracepoint (6.18 and later).
+    Tracepoint,
+    /// fexit on `cap_capable` (BPF trampolines).
+    Fexit,
+    /// kprobe and kretprobe on `cap_capable`.
+    Kprobe,
+}
+
+impl CapMethod {
+    /// Short name, as in the `start` line's `hooks.cap_via`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tracepoint => "tracepoint",
+            Self::Fexit => "fexit",
+            Self::Kprobe => "kprobe",
+        }
+    }
+
+    /// What is attached, in words.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Tracepoint => "tracepoint capability:cap_capable",
+            Self::Fexit => "fexit cap_capable",
+            Self::Kprobe => "kprobe + kretprobe cap_capable",
+        }
+    }
+}
+
+/// How one decision point is observed on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookReport {
+    /// The decision point (`capability checks`, `kernel log lines`).
+    pub point: &'static str,
+    /// The hook in use, if any.
+    pub attached: Option<&'static str>,
+    /// Hooks tried and refused, each with the kernel's reason.
+    pub refused: Vec<(&'static str, String)>,
+    /// Hooks that would also load but are not used (`try_every_hook`).
+    pub also_loads: Vec<&'static str>,
+}
+
+/// An attached hook.
+enum Link {
+    Raw(RawTracePointLinkId),
+    Fexit(FExitLinkId),
+    Kprobe(KProbeLinkId),
 }
 
 /// The raw tracepoints and the program attached to each. Raw tracepoints
@@ -73,19 +135,16 @@ const HOOKS: [(&str, &str); 5] = [
     (names::PROG_SYS_EXIT, "sys_exit"),
 ];
 
-/// Hooks that explanations use but the trace works without: a kernel that
-/// lacks one gets a note.
-const OPTIONAL_HOOKS: [(&str, &str); 2] = [
-    (names::PROG_CAP, "cap_capable"),
-    (names::PROG_KLOG, "console"),
-];
-
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
-    links: Vec<(&'static str, RawTracePointLinkId)>,
+    links: Vec<(&'static str, Link)>,
     /// One line per optional hook that could not be attached.
     pub notes: Vec<String>,
+    /// How each optional decision point is observed.
+    pub reports: Vec<HookReport>,
+    /// The method capability checks are observed with.
+    cap_via: Option<CapMethod>,
 }
 
 impl Probes {
@@ -129,43 +188,157 @@ impl Probes {
             ebpf,
             links: Vec::new(),
             notes,
+            reports: Vec::new(),
+            cap_via: None,
         };
-        probes.attach()?;
+        probes.attach(opts)?;
         Ok(probes)
     }
 
-    fn attach(&mut self) -> Result<(), ProbeError> {
+    fn attach(&mut self, opts: &ProbeOptions) -> Result<(), ProbeError> {
         for (prog, tp) in HOOKS {
             let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
             p.load().map_err(|e| prog_err(format!("load {prog}"), e))?;
             let id = p
                 .attach(tp)
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
-            self.links.push((prog, id));
+            self.links.push((prog, Link::Raw(id)));
         }
-        for (prog, tp) in OPTIONAL_HOOKS {
-            let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
-            let attached = p
-                .load()
-                .and_then(|()| p.attach(tp))
-                .map_err(|e| e.to_string());
-            match attached {
-                Ok(id) => self.links.push((prog, id)),
-                Err(e) => self.notes.push(format!(
-                    "no {tp} hook on this kernel ({}): explanations that need it will say unknown",
-                    e.lines().next().unwrap_or_default()
-                )),
+        let cap = self.attach_cap(opts);
+        let klog = {
+            let mut r = HookReport {
+                point: "kernel log lines",
+                attached: None,
+                refused: Vec::new(),
+                also_loads: Vec::new(),
+            };
+            match self.attach_raw(names::PROG_KLOG, "console") {
+                Ok(()) => r.attached = Some("tracepoint printk:console"),
+                Err(e) => r.refused.push(("tracepoint printk:console", e)),
             }
+            r
+        };
+        for r in [cap, klog] {
+            if r.attached.is_none() {
+                let why: Vec<String> = r.refused.iter().map(|(h, e)| format!("{h}: {e}")).collect();
+                self.notes.push(format!(
+                    "no hook for {} on this kernel ({}): explanations that need them will say unknown",
+                    r.point,
+                    why.join("; ")
+                ));
+            }
+            self.reports.push(r);
         }
         Ok(())
     }
 
+    /// Loads and attaches raw tracepoint program `prog` to `tp`; the first
+    /// line of the error otherwise.
+    fn attach_raw(&mut self, prog: &'static str, tp: &str) -> Result<(), String> {
+        let p: &mut RawTracePoint = program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
+        let id = p
+            .load()
+            .and_then(|()| p.attach(tp))
+            .map_err(|e| first_line(&e))?;
+        self.links.push((prog, Link::Raw(id)));
+        Ok(())
+    }
+
+    /// The richest capability hook that loads: the tracepoint, else fexit,
+    /// else kprobe + kretprobe. With `try_every_hook`, the others are tried
+    /// too (and detached again) so that the report says what would load.
+    fn attach_cap(&mut self, opts: &ProbeOptions) -> HookReport {
+        let mut report = HookReport {
+            point: "capability checks",
+            attached: None,
+            refused: Vec::new(),
+            also_loads: Vec::new(),
+        };
+        for method in CAP_METHODS {
+            if self.cap_via.is_some() && !opts.try_every_hook {
+                break;
+            }
+            let before = self.links.len();
+            match self.attach_cap_with(method, opts) {
+                Ok(()) if self.cap_via.is_none() => {
+                    self.cap_via = Some(method);
+                    report.attached = Some(method.what());
+                }
+                Ok(()) => {
+                    // Only trying: take it off again.
+                    for (prog, link) in self.links.split_off(before) {
+                        self.detach_link(prog, link);
+                    }
+                    report.also_loads.push(method.what());
+                }
+                Err(e) => report.refused.push((method.what(), e)),
+            }
+        }
+        report
+    }
+
+    fn attach_cap_with(&mut self, method: CapMethod, opts: &ProbeOptions) -> Result<(), String> {
+        match method {
+            CapMethod::Tracepoint => self.attach_raw(names::PROG_CAP, "cap_capable"),
+            CapMethod::Fexit => {
+                let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
+                    .map_err(|e| format!("kernel BTF: {}", first_line(&e)))?;
+                let p: &mut FExit =
+                    program(&mut self.ebpf, names::PROG_CAP_FEXIT).map_err(|e| e.to_string())?;
+                let id = p
+                    .load("cap_capable", &btf)
+                    .and_then(|()| p.attach())
+                    .map_err(|e| first_line(&e))?;
+                self.links.push((names::PROG_CAP_FEXIT, Link::Fexit(id)));
+                Ok(())
+            }
+            CapMethod::Kprobe => {
+                let mut ids = Vec::new();
+                for prog in [names::PROG_CAP_KRETPROBE, names::PROG_CAP_KPROBE] {
+                    let p: &mut KProbe =
+                        program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
+                    match p.load().and_then(|()| p.attach("cap_capable", 0)) {
+                        Ok(id) => ids.push((prog, Link::Kprobe(id))),
+                        Err(e) => {
+                            for (prog, link) in ids {
+                                self.detach_link(prog, link);
+                            }
+                            return Err(first_line(&e));
+                        }
+                    }
+                }
+                self.links.extend(ids);
+                Ok(())
+            }
+        }
+    }
+
+    fn detach_link(&mut self, prog: &'static str, link: Link) {
+        match link {
+            Link::Raw(id) => {
+                if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
+                    let _ = p.detach(id);
+                }
+            }
+            Link::Fexit(id) => {
+                if let Ok(p) = program::<FExit>(&mut self.ebpf, prog) {
+                    let _ = p.detach(id);
+                }
+            }
+            Link::Kprobe(id) => {
+                if let Ok(p) = program::<KProbe>(&mut self.ebpf, prog) {
+                    let _ = p.detach(id);
+                }
+            }
+        }
+    }
+
     /// Which decision hooks are attached.
     pub fn hooks(&self) -> crate::explain::Hooks {
-        let has = |name: &str| self.links.iter().any(|(p, _)| *p == name);
         crate::explain::Hooks {
-            cap: has(names::PROG_CAP),
-            klog: has(names::PROG_KLOG),
+            cap: self.cap_via.is_some(),
+            klog: self.links.iter().any(|(p, _)| *p == names::PROG_KLOG),
+            cap_via: self.cap_via.map(CapMethod::name),
         }
     }
 
@@ -258,10 +431,8 @@ impl Probes {
     /// Detaches every hook, the syscall hooks first.
     pub fn detach(mut self) {
         self.detach_syscalls();
-        for (prog, id) in self.links.drain(..).rev() {
-            if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
-                let _ = p.detach(id);
-            }
+        for (prog, link) in std::mem::take(&mut self.links).into_iter().rev() {
+            self.detach_link(prog, link);
         }
     }
 
@@ -273,10 +444,8 @@ impl Probes {
             .into_iter()
             .partition(|(prog, _)| syscalls.contains(prog));
         self.links = kept;
-        for (prog, id) in gone.into_iter().rev() {
-            if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
-                let _ = p.detach(id);
-            }
+        for (prog, link) in gone.into_iter().rev() {
+            self.detach_link(prog, link);
         }
     }
 }
@@ -363,6 +532,31 @@ where
         .ok_or(ProbeError::Missing("program"))?;
     prog.try_into()
         .map_err(|e| prog_err(format!("use program {name}"), e))
+}
+
+/// An error with its causes, first lines only (aya's include the whole
+/// verifier log).
+fn first_line(e: &dyn std::error::Error) -> String {
+    let line = |e: &dyn std::error::Error| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first
+            .trim_end()
+            .trim_end_matches("Verifier output:")
+            .trim_end()
+            .trim_end_matches('.')
+            .to_string()
+    };
+    let mut parts = vec![line(e)];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let l = line(c);
+        if !parts.iter().any(|p| p.contains(&l)) {
+            parts.push(l);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 fn prog_err(what: String, e: aya::programs::ProgramError) -> ProbeError {

@@ -398,6 +398,11 @@ pub fn parse_line(line: &str) -> R<Line> {
                 hooks: Hooks {
                     cap: bool_of(h, "cap")?,
                     klog: bool_of(h, "klog")?,
+                    cap_via: h.get("cap_via").and_then(Value::as_str).and_then(|v| {
+                        ["tracepoint", "fexit", "kprobe"]
+                            .into_iter()
+                            .find(|k| *k == v)
+                    }),
                 },
             });
         }

@@ -147,6 +147,40 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
+/// `nstrace doctor`: loads the programs as a trace would, trying every
+/// hook, and reports what this kernel allows.
+pub fn doctor(btf: Option<PathBuf>, json: bool) -> Result<(), TraceError> {
+    if !has_bpf_privileges() {
+        return Err(TraceError::NotPrivileged);
+    }
+    let btf_path = btf.unwrap_or_else(|| VMLINUX_BTF.into());
+    let (offsets, missing) = KernelBtf::open(&btf_path)
+        .map_err(TraceError::NoBtf)?
+        .offsets();
+    let probes = Probes::start(&ProbeOptions {
+        trace_all: false,
+        launcher_pid: 0,
+        ring_bytes: 1 << 16,
+        offsets,
+        follow_runtimes: false,
+        btf_path,
+        try_every_hook: true,
+    })?;
+    let mut out = io::stdout().lock();
+    crate::doctor::report(
+        &kernel_release(),
+        &probes.reports,
+        &probes.hooks(),
+        json,
+        &mut out,
+    )?;
+    if !missing.is_empty() && !json {
+        writeln!(out, "BTF lacks (read as 0): {}", missing.join(", "))?;
+    }
+    probes.detach();
+    Ok(())
+}
+
 /// Runs a whole session and returns nstrace's exit status.
 pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     if !has_bpf_privileges() {
@@ -223,6 +257,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         ring_bytes: opts.ring_bytes,
         offsets,
         follow_runtimes: opts.follow_runtimes,
+        btf_path: btf_path.clone(),
+        try_every_hook: false,
     })?;
     for note in &probes.notes {
         eprintln!("nstrace: {note}");

@@ -173,6 +173,9 @@ pub struct Hooks {
     pub cap: bool,
     /// Kernel log lines were recorded.
     pub klog: bool,
+    /// How capability checks were observed (`tracepoint`, `fexit`,
+    /// `kprobe`), when they were.
+    pub cap_via: Option<&'static str>,
 }
 
 /// What a rule sees.

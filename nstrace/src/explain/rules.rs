@@ -175,11 +175,17 @@ fn origin(ctx: &Ctx, kind: &str, inum: u32) -> Option<Evidence> {
     Some(Evidence::Event { seq: o.seq, what })
 }
 
-fn cap_evidence(seq: u64, check: &CapCheck) -> Evidence {
+/// A capability decision as evidence, saying how it was observed: the
+/// kernel's own decision, seen directly by the hook in use.
+fn cap_evidence(ctx: &Ctx, seq: u64, check: &CapCheck) -> Evidence {
     Evidence::Event {
         seq,
         what: format!(
-            "capability check: {} in {}: {}",
+            "capability check{}: {} in {}: {}",
+            match ctx.hooks.cap_via {
+                Some(via) => format!(" (seen by {via} on cap_capable)"),
+                None => String::new(),
+            },
             capability_name(check.cap),
             userns_text(&check.target),
             if check.allowed { "granted" } else { "denied" }
@@ -466,7 +472,7 @@ fn fs_type_not_userns_mountable(ctx: &Ctx) -> Option<Explanation> {
             capability_name(cap),
             userns_text(&cred_ns)
         ),
-        vec![cap_evidence(seq, &check)],
+        vec![cap_evidence(ctx, seq, &check)],
         Some(format!(
             "mount {fstype} from the initial user namespace (the host) and bind-mount it in, or \
              use a filesystem that user namespaces may mount (tmpfs, proc, sysfs, overlay, fuse)"
@@ -529,7 +535,7 @@ fn missing_capability(ctx: &Ctx) -> Option<Explanation> {
             format!("the caller needs {capn} over {}", userns_text(&target)),
         )
     };
-    let mut evidence = vec![cap_evidence(seq, &check)];
+    let mut evidence = vec![cap_evidence(ctx, seq, &check)];
     evidence.extend(origin(ctx, "user", target.inum));
     evidence.push(Evidence::Fact(format!(
         "the caller: euid {euid} in {}",
@@ -970,7 +976,7 @@ fn unknown(ctx: &Ctx) -> Explanation {
     if ctx.hooks.cap {
         for d in ctx.decisions {
             if let Decision::Cap { seq, check } = d {
-                facts.push(cap_evidence(*seq, check));
+                facts.push(cap_evidence(ctx, *seq, check));
             }
         }
         if ctx.caps().next().is_none() {
@@ -1134,6 +1140,7 @@ mod tests {
     const ALL_HOOKS: Hooks = Hooks {
         cap: true,
         klog: true,
+        cap_via: Some("fexit"),
     };
 
     fn cap(seq: u64, allowed: bool, target: UserNsInfo, cred_ns: UserNsInfo) -> Decision {

@@ -51,7 +51,7 @@ impl<W: Write> Sink for NdjsonSink<W> {
             "comm": "",
             "nstrace": env!("CARGO_PKG_VERSION"),
             "kernel": info.kernel,
-            "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog},
+            "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog, "cap_via": info.hooks.cap_via},
         });
         self.write_value(&v)
     }

@@ -21,7 +21,7 @@ use crate::cli::Format;
 use crate::decode::Decoder;
 use crate::event::{Event, EventKind};
 use crate::explain::Explainer;
-use crate::kernel_btf::{BtfError, KernelBtf, VMLINUX_BTF};
+use crate::kernel_btf::{BtfError, VMLINUX_BTF};
 use crate::model::Model;
 use crate::output::{ndjson::NdjsonSink, text::TextSink, Sink, Summary};
 use crate::probes::{ProbeError, ProbeOptions, Probes};
@@ -150,9 +150,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     }
     let trace_all = matches!(opts.scope, Scope::All(_));
     let btf_path = opts.btf.clone().unwrap_or_else(|| VMLINUX_BTF.into());
-    let offsets = match KernelBtf::open(&btf_path) {
-        Ok(btf) => {
-            let (offsets, missing) = btf.offsets();
+    let offsets = match crate::kernel_btf::offsets_cached(&btf_path) {
+        Ok((offsets, missing)) => {
             if !missing.is_empty() {
                 eprintln!(
                     "nstrace: this kernel's BTF lacks {}; the matching fields are reported as 0",

@@ -60,6 +60,7 @@ const HOST: NsIds = NsIds {
     ],
 };
 
+#[allow(clippy::too_many_arguments)]
 fn syscall(
     name: &str,
     ts_ns: u64,
@@ -121,7 +122,7 @@ fn ns_round(parent: u32, pid: u32, round: u32, ts: &mut u64) -> Vec<Vec<u8>> {
         child_ns: HOST,
     };
     let newuser_newns = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64;
-    let ms_rec_private = (libc::MS_REC | libc::MS_PRIVATE) as u64;
+    let ms_rec_private = libc::MS_REC | libc::MS_PRIVATE;
     let cap = CapRecord {
         header: header(RecordKind::Cap, tick(), pid),
         ..cap_template(inside)

@@ -184,7 +184,9 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
                     source,
                 },
             )?)),
-            None => Box::new(io::stdout()),
+            // Buffered: the pipeline flushes after each batch of records
+            // (a line-buffered stdout would cost a write(2) per event).
+            None => Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
         };
         match opts.format {
             Format::Text => Box::new(TextSink::new(out, opts.color)),
@@ -453,6 +455,13 @@ impl Pipeline {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.feed(&item);
+        }
+        // One flush per batch, not per event: a reader (a pipe, `tail -f`)
+        // still sees every event as soon as the batch that holds it is done.
+        if !self.broken {
+            if let Err(e) = self.sink.flush() {
+                self.output_failed(&e);
+            }
         }
     }
 }

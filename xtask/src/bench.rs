@@ -255,6 +255,10 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
     v
 }
 
+/// Per variant: the helper-reported times (ns), the wall times (s) and the
+/// helper's last line.
+type Samples = (Vec<f64>, Vec<f64>, Vec<u64>);
+
 /// Interleaved repetitions; per variant: the helper-reported times (ns) and wall times.
 fn side_by_side(
     env: &Env,
@@ -263,7 +267,7 @@ fn side_by_side(
     reps: usize,
     mode: &str,
     elapsed_field: usize,
-) -> Result<Vec<(Vec<f64>, Vec<f64>, Vec<u64>)>> {
+) -> Result<Vec<Samples>> {
     let mut results = vec![(Vec::new(), Vec::new(), Vec::new()); variants.len()];
     for rep in 0..reps {
         for (i, (name, argv)) in variants.iter().enumerate() {
@@ -284,8 +288,8 @@ fn side_by_side(
 }
 
 /// Median of the per-round ratios against variant 0.
-fn ratio_to_first(results: &[(Vec<f64>, Vec<f64>, Vec<u64>)], i: usize, wall: bool) -> f64 {
-    let pick = |r: &(Vec<f64>, Vec<f64>, Vec<u64>)| if wall { r.1.clone() } else { r.0.clone() };
+fn ratio_to_first(results: &[Samples], i: usize, wall: bool) -> f64 {
+    let pick = |r: &Samples| if wall { r.1.clone() } else { r.0.clone() };
     let base = pick(&results[0]);
     let mut ratios: Vec<f64> = pick(&results[i])
         .iter()

@@ -2,7 +2,9 @@
 //! (`/sys/kernel/btf/vmlinux`), handed to the BPF programs at load time so
 //! that they read the right fields on any kernel without CO-RE.
 
-use std::path::Path;
+use std::hash::Hasher;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
 use nstrace_common::{ns, Offsets, NO_OFFSET};
@@ -79,6 +81,125 @@ pub enum BtfError {
         /// Why.
         source: btf_rs::Error,
     },
+}
+
+/// Where resolved offsets are cached (`NSTRACE_CACHE_DIR` overrides it).
+pub const CACHE_DIR: &str = "/var/cache/nstrace";
+
+/// First line of a cache file; a new layout gets a new version.
+const CACHE_MAGIC: &[u8; 16] = b"nstrace-offs-v1\n";
+
+/// The offsets the programs need, from the BTF at `path`, through a cache.
+///
+/// Parsing all of vmlinux BTF costs most of nstrace's start-up (about 0.2 s),
+/// and its result only depends on the BTF's bytes. So the result is stored
+/// under [`CACHE_DIR`] keyed by a hash of those bytes (and of this build of
+/// nstrace and the size of [`Offsets`]). A cache file is used only if it is a
+/// regular file owned by root (or by us) that nobody else can write, with the
+/// right magic, key and length; anything else is ignored and rewritten. A
+/// cache that cannot be written is no error: the offsets are then resolved
+/// each time.
+pub fn offsets_cached(path: &Path) -> Result<(Offsets, Vec<String>), BtfError> {
+    let dir = std::env::var_os("NSTRACE_CACHE_DIR")
+        .map_or_else(|| PathBuf::from(CACHE_DIR), PathBuf::from);
+    offsets_cached_in(path, &dir)
+}
+
+/// [`offsets_cached`] with the cache in `dir`.
+fn offsets_cached_in(path: &Path, dir: &Path) -> Result<(Offsets, Vec<String>), BtfError> {
+    let open_err = |source: btf_rs::Error| BtfError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(|e| open_err(btf_rs::Error::IO(e)))?;
+    let key = cache_key(&bytes);
+    let file = dir.join(format!("offsets-{key:016x}"));
+    if let Some(hit) = read_cache(&file, key) {
+        return Ok(hit);
+    }
+    let btf = Btf::from_bytes(&bytes).map_err(open_err)?;
+    let resolved = KernelBtf { btf }.offsets();
+    write_cache(dir, &file, key, &resolved);
+    Ok(resolved)
+}
+
+/// Hash of the BTF bytes, this nstrace's version and the layout of [`Offsets`].
+fn cache_key(btf: &[u8]) -> u64 {
+    // SipHash with fixed keys: stable across runs of the same build, which
+    // is all the key needs (the version is part of it).
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    h.write_usize(std::mem::size_of::<Offsets>());
+    h.write_usize(btf.len());
+    h.write(btf);
+    h.finish()
+}
+
+fn offsets_bytes(o: &Offsets) -> &[u8] {
+    // SAFETY: Offsets is #[repr(C)] and made of u32s only (no padding).
+    unsafe {
+        std::slice::from_raw_parts(
+            (o as *const Offsets).cast::<u8>(),
+            std::mem::size_of::<Offsets>(),
+        )
+    }
+}
+
+fn read_cache(file: &Path, key: u64) -> Option<(Offsets, Vec<String>)> {
+    let meta = std::fs::symlink_metadata(file).ok()?;
+    // SAFETY: plain syscall without arguments.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_file()
+        || (meta.uid() != 0 && meta.uid() != me)
+        || meta.mode() & 0o022 != 0
+    {
+        return None;
+    }
+    let data = std::fs::read(file).ok()?;
+    let rest = data.strip_prefix(CACHE_MAGIC.as_slice())?;
+    let (k, rest) = rest.split_first_chunk::<8>()?;
+    if u64::from_le_bytes(*k) != key {
+        return None;
+    }
+    let size = std::mem::size_of::<Offsets>();
+    if rest.len() < size {
+        return None;
+    }
+    let (raw, missing) = rest.split_at(size);
+    // SAFETY: the length is checked, and any bit pattern is a valid Offsets
+    // (u32s only); read_unaligned copes with the Vec's alignment.
+    let offsets = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<Offsets>()) };
+    let missing = std::str::from_utf8(missing).ok()?;
+    Some((offsets, missing.lines().map(String::from).collect()))
+}
+
+fn write_cache(dir: &Path, file: &Path, key: u64, (offsets, missing): &(Offsets, Vec<String>)) {
+    let mut data = CACHE_MAGIC.to_vec();
+    data.extend_from_slice(&key.to_le_bytes());
+    data.extend_from_slice(offsets_bytes(offsets));
+    for m in missing {
+        data.extend_from_slice(m.as_bytes());
+        data.push(b'\n');
+    }
+    // Write a private temporary file, then rename it into place, so that a
+    // reader never sees half a file.
+    let tmp = dir.join(format!(".offsets-{key:016x}.{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?
+                .write_all(&data)
+        })
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// The running kernel's type information.
@@ -372,6 +493,42 @@ mod tests {
     fn pt_regs_from_btf_match_the_user_abi() {
         let (o, _) = kernel().offsets();
         assert_eq!((o.regs_arg, o.regs_nr), abi_syscall_regs());
+    }
+
+    #[test]
+    fn cached_offsets_match_a_fresh_parse_and_bad_caches_are_ignored() {
+        let dir = std::env::temp_dir().join(format!("nstrace-cache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fresh = kernel().offsets();
+        // A miss resolves and writes; a hit reads the same back.
+        let first = offsets_cached_in(Path::new(VMLINUX_BTF), &dir).unwrap();
+        assert_eq!(first, fresh);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(
+            offsets_cached_in(Path::new(VMLINUX_BTF), &dir).unwrap(),
+            fresh
+        );
+        // A corrupted file (wrong key inside) is not trusted.
+        let mut data = std::fs::read(&files[0]).unwrap();
+        data[CACHE_MAGIC.len()] ^= 0xff;
+        std::fs::write(&files[0], &data).unwrap();
+        let key = cache_key(&std::fs::read(VMLINUX_BTF).unwrap());
+        assert!(read_cache(&files[0], key).is_none());
+        // A file others may write is not trusted either.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(read_cache(&files[0], key).is_none());
+        // ...and both are replaced by a good one.
+        assert_eq!(
+            offsets_cached_in(Path::new(VMLINUX_BTF), &dir).unwrap(),
+            fresh
+        );
+        assert!(read_cache(&files[0], key).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

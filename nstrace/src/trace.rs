@@ -21,7 +21,7 @@ use crate::cli::Format;
 use crate::decode::Decoder;
 use crate::event::{Event, EventKind};
 use crate::explain::Explainer;
-use crate::kernel_btf::{BtfError, KernelBtf, VMLINUX_BTF};
+use crate::kernel_btf::{BtfError, VMLINUX_BTF};
 use crate::model::Model;
 use crate::output::{ndjson::NdjsonSink, text::TextSink, Sink, Summary};
 use crate::probes::{ProbeError, ProbeOptions, Probes};
@@ -188,9 +188,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
     }
     let trace_all = matches!(opts.scope, Scope::All(_));
     let btf_path = opts.btf.clone().unwrap_or_else(|| VMLINUX_BTF.into());
-    let offsets = match KernelBtf::open(&btf_path) {
-        Ok(btf) => {
-            let (offsets, missing) = btf.offsets();
+    let offsets = match crate::kernel_btf::offsets_cached(&btf_path) {
+        Ok((offsets, missing)) => {
             if !missing.is_empty() {
                 eprintln!(
                     "nstrace: this kernel's BTF lacks {}; the matching fields are reported as 0",
@@ -223,7 +222,9 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
                     source,
                 },
             )?)),
-            None => Box::new(io::stdout()),
+            // Buffered: the pipeline flushes after each batch of records
+            // (a line-buffered stdout would cost a write(2) per event).
+            None => Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
         };
         match opts.format {
             Format::Text => Box::new(TextSink::new(out, opts.color)),
@@ -504,6 +505,13 @@ impl Pipeline {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.feed(&item);
+        }
+        // One flush per batch, not per event: a reader (a pipe, `tail -f`)
+        // still sees every event as soon as the batch that holds it is done.
+        if !self.broken {
+            if let Err(e) = self.sink.flush() {
+                self.output_failed(&e);
+            }
         }
     }
 }

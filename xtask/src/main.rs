@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | demo | test | lint | runtimes up|down`.
+//! Project tasks: `cargo xtask setup | build | demo | test | lint | bench | runtimes up|down`.
 //!
 //! Every task does its own set-up first, idempotently, so that a fresh
 //! machine needs nothing but `cargo xtask demo` or `cargo xtask test`.
@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod runtimes;
 mod setup;
 
@@ -39,6 +40,13 @@ enum Task {
     },
     /// fmt check and clippy, for the userspace crates and the BPF crate.
     Lint,
+    /// Performance and loss, side by side with strace and bpftrace; prints
+    /// a table (as root).
+    Bench {
+        /// Smaller workloads and fewer repetitions (about a minute).
+        #[arg(long)]
+        quick: bool,
+    },
     /// The container runtimes the tests use (a private dockerd, podman,
     /// runc), for manual work (as root).
     Runtimes {
@@ -66,6 +74,7 @@ fn main() -> Result<()> {
         Task::Demo => demo(&root),
         Task::Test { cargo_args } => test(&root, &cargo_args),
         Task::Lint => lint(),
+        Task::Bench { quick } => bench::bench(&root, quick),
         Task::Runtimes { action } => match action {
             RuntimesAction::Up => runtimes_up(&root),
             RuntimesAction::Down => runtimes::down(&root),
@@ -91,7 +100,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -102,7 +111,7 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: plain syscall without arguments.
     unsafe { libc::geteuid() == 0 }
 }

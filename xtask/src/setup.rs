@@ -176,7 +176,13 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
-    let mut missing: Vec<&str> = DEBIAN_TOOLS
+    install_tools(DEBIAN_TOOLS)
+}
+
+/// Installs the Debian package of each `(program, package)` whose program
+/// is not on the PATH.
+pub(crate) fn install_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools
         .iter()
         .filter(|(tool, _)| {
             !Command::new("sh")

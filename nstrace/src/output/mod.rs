@@ -41,6 +41,11 @@ pub trait Sink {
     }
     /// Writes one event. An error (such as a closed pipe) ends the trace.
     fn event(&mut self, ev: &Annotated) -> io::Result<()>;
+    /// Pushes what is buffered to the output (at the end of each batch of
+    /// kernel records, so that a reader sees events without delay).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Writes the summary and flushes.
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
 }

@@ -1,4 +1,5 @@
-//! NDJSON output: one JSON object per line, flushed line by line. The
+//! NDJSON output: one JSON object per line, flushed after each batch of
+//! kernel records ([`Sink::flush`]), after the first line and at the end. The
 //! contract is `docs/ndjson.schema.json` (version `"v": 1`).
 
 use std::io::{self, Write};
@@ -34,8 +35,7 @@ impl<W: Write> NdjsonSink<W> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, v).map_err(io::Error::other)?;
         self.line.push(b'\n');
-        self.out.write_all(&self.line)?;
-        self.out.flush()
+        self.out.write_all(&self.line)
     }
 }
 
@@ -53,7 +53,12 @@ impl<W: Write> Sink for NdjsonSink<W> {
             "kernel": info.kernel,
             "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog, "cap_via": info.hooks.cap_via},
         });
-        self.write_value(&v)
+        self.write_value(&v)?;
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
@@ -85,7 +90,8 @@ impl<W: Write> Sink for NdjsonSink<W> {
             "lost": s.counts.lost,
             "exit_code": s.exit_code,
         });
-        self.write_value(&v)
+        self.write_value(&v)?;
+        self.out.flush()
     }
 }
 

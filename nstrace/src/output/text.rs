@@ -224,7 +224,7 @@ impl<W: Write> Sink for TextSink<W> {
                     "{rel:>11.6} {}!!! {count} event(s) lost: the ring buffer was full (try a larger --buffer-size){}",
                     st.warn, st.reset
                 )?;
-                return self.out.flush();
+                return Ok(());
             }
         };
         // Events of a container carry its short id.
@@ -293,7 +293,10 @@ impl<W: Write> Sink for TextSink<W> {
                 ));
             }
         }
-        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(line.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

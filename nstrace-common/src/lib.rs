@@ -561,6 +561,11 @@ pub struct Offsets {
     pub dentry_flags: u32,
     /// `file.f_path.dentry`.
     pub file_path_dentry: u32,
+    /// `ns_common.ops` (the namespace type's operations).
+    pub ns_common_ops: u32,
+    /// `proc_ns_operations.type` (a CLONE_NEW* value; used where
+    /// `ns_common.ns_type` does not exist).
+    pub proc_ns_ops_type: u32,
     /// Not an offset: this kernel's `DCACHE_MOUNTED` bit of `d_flags`.
     pub dcache_mounted: u32,
     /// `pt_regs` field holding each syscall argument (x86_64: di, si, dx,
@@ -642,6 +647,8 @@ impl Offsets {
         mntns_root: NO_OFFSET,
         dentry_flags: NO_OFFSET,
         file_path_dentry: NO_OFFSET,
+        ns_common_ops: NO_OFFSET,
+        proc_ns_ops_type: NO_OFFSET,
         dcache_mounted: DCACHE_MOUNTED_DEFAULT,
         regs_arg: [NO_OFFSET; 6],
         regs_nr: NO_OFFSET,

@@ -74,8 +74,40 @@ fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
-/// Reads a `T` at `base + off` in kernel memory; `None` if either is unknown
-/// or the read faults.
+/// A zero the compiler cannot see through: arrays of it are stored element
+/// by element instead of becoming a call to memset. No program here may
+/// make a BPF-to-BPF call: with one, 6.1's verifier gives up precision
+/// tracking for the whole program and exceeds its million-instruction budget.
+#[inline(always)]
+fn opaque_zero() -> u64 {
+    core::hint::black_box(0)
+}
+
+/// Reads a `T` at `base + off` in kernel memory; zero if either is unknown
+/// or the read faults. Without a branch on the result: older verifiers
+/// (6.1) keep "read" and "zero" apart as two states, and a program with
+/// dozens of reads then exceeds their million-instruction budget.
+#[inline(always)]
+fn kread0<T: Copy>(base: u64, off: u32) -> T {
+    let addr = if base == 0 || off == NO_OFFSET {
+        0
+    } else {
+        base + off as u64
+    };
+    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the helper checks the source address and zeroes the
+    // destination when the read fails (a read of address 0 always does).
+    unsafe {
+        bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const _,
+        );
+        v.assume_init()
+    }
+}
+
+/// `base + off` read from kernel memory, `None` when it cannot be.
 #[inline(always)]
 fn kread<T: Copy>(base: u64, off: u32) -> Option<T> {
     if base == 0 || off == NO_OFFSET {
@@ -115,25 +147,25 @@ fn is_tracked(cfg: &Config, pid: u32) -> bool {
 #[inline(always)]
 fn active_pid_ns(cfg: &Config, task: u64) -> u64 {
     let o = &cfg.offsets;
-    let pid: u64 = kread(task, o.task_thread_pid).unwrap_or(0);
+    let pid: u64 = kread0(task, o.task_thread_pid);
     if pid == 0 || o.upid_size == NO_OFFSET || o.pid_numbers == NO_OFFSET {
         return 0;
     }
-    let level: u32 = kread(pid, o.pid_level).unwrap_or(0);
+    let level: u32 = kread0(pid, o.pid_level);
     let upid = pid + o.pid_numbers as u64 + (level as u64 & 0x3f) * o.upid_size as u64;
-    kread(upid, o.upid_ns).unwrap_or(0)
+    kread0(upid, o.upid_ns)
 }
 
 /// Inode, level, owner and parent of the user namespace at `ns`.
 #[inline(always)]
 fn read_userns(cfg: &Config, ns: u64) -> UserNsInfo {
     let o = &cfg.offsets;
-    let parent: u64 = kread(ns, o.userns_parent).unwrap_or(0);
+    let parent: u64 = kread0(ns, o.userns_parent);
     UserNsInfo {
-        inum: kread(ns, o.ns_inum[ns::USER]).unwrap_or(0),
-        level: kread(ns, o.userns_level).unwrap_or(0),
-        owner: kread(ns, o.userns_owner).unwrap_or(0),
-        parent: kread(parent, o.ns_inum[ns::USER]).unwrap_or(0),
+        inum: kread0(ns, o.ns_inum[ns::USER]),
+        level: kread0(ns, o.userns_level),
+        owner: kread0(ns, o.userns_owner),
+        parent: kread0(parent, o.ns_inum[ns::USER]),
     }
 }
 
@@ -141,8 +173,8 @@ fn read_userns(cfg: &Config, ns: u64) -> UserNsInfo {
 /// `user_ns` field is at `field`).
 #[inline(always)]
 fn owner_inum(cfg: &Config, ns: u64, field: u32) -> u32 {
-    let owner: u64 = kread(ns, field).unwrap_or(0);
-    kread(owner, cfg.offsets.ns_inum[ns::USER]).unwrap_or(0)
+    let owner: u64 = kread0(ns, field);
+    kread0(owner, cfg.offsets.ns_inum[ns::USER])
 }
 
 /// Copies the inline extents of the uid_gid_map at `map` (one read, then
@@ -179,24 +211,24 @@ fn read_idmap(cfg: &Config, map: u64) -> IdMap {
 #[inline(always)]
 fn read_state(cfg: &Config, task: u64, out: *mut TaskState) {
     let o = &cfg.offsets;
-    let cred: u64 = kread(task, o.task_real_cred).unwrap_or(0);
-    let user_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
-    let signal: u64 = kread(task, o.task_signal).unwrap_or(0);
-    let nsproxy: u64 = kread(task, o.task_nsproxy).unwrap_or(0);
-    let mnt_ns: u64 = kread(nsproxy, o.nsproxy_field[ns::MNT]).unwrap_or(0);
-    let net_ns: u64 = kread(nsproxy, o.nsproxy_field[ns::NET]).unwrap_or(0);
+    let cred: u64 = kread0(task, o.task_real_cred);
+    let user_ns: u64 = kread0(cred, o.cred_user_ns);
+    let signal: u64 = kread0(task, o.task_signal);
+    let nsproxy: u64 = kread0(task, o.task_nsproxy);
+    let mnt_ns: u64 = kread0(nsproxy, o.nsproxy_field[ns::MNT]);
+    let net_ns: u64 = kread0(nsproxy, o.nsproxy_field[ns::NET]);
     let pid_ns = active_pid_ns(cfg, task);
     // SAFETY: `out` points into a map value or scratch slot.
     unsafe {
         addr_of_mut!((*out).user_ns).write(read_userns(cfg, user_ns));
-        addr_of_mut!((*out).euid).write(kread(cred, o.cred_euid).unwrap_or(0));
-        addr_of_mut!((*out).nr_threads).write(kread(signal, o.signal_nr_threads).unwrap_or(0));
-        addr_of_mut!((*out).seccomp_mode).write(kread(task, o.task_seccomp_mode).unwrap_or(0));
-        addr_of_mut!((*out).pidns_level).write(kread(pid_ns, o.pidns_level).unwrap_or(0));
+        addr_of_mut!((*out).euid).write(kread0(cred, o.cred_euid));
+        addr_of_mut!((*out).nr_threads).write(kread0(signal, o.signal_nr_threads));
+        addr_of_mut!((*out).seccomp_mode).write(kread0(task, o.task_seccomp_mode));
+        addr_of_mut!((*out).pidns_level).write(kread0(pid_ns, o.pidns_level));
         addr_of_mut!((*out).mntns_owner).write(owner_inum(cfg, mnt_ns, o.mntns_user_ns));
         addr_of_mut!((*out).pidns_owner).write(owner_inum(cfg, pid_ns, o.pidns_user_ns));
         addr_of_mut!((*out).netns_owner).write(owner_inum(cfg, net_ns, o.netns_user_ns));
-        addr_of_mut!((*out).egid).write(kread(cred, o.cred_egid).unwrap_or(0));
+        addr_of_mut!((*out).egid).write(kread0(cred, o.cred_egid));
         let map_at = |off: u32| {
             if off == NO_OFFSET || user_ns == 0 {
                 0
@@ -219,15 +251,15 @@ const ROOT_WALK: u32 = 8;
 #[inline(always)]
 fn read_root(cfg: &Config, task: u64, mnt_ns: u64) -> RootState {
     let o = &cfg.offsets;
-    let fs: u64 = kread(task, o.task_fs).unwrap_or(0);
-    let vfs: u64 = kread(fs, o.fs_root_mnt).unwrap_or(0);
-    let dentry: u64 = kread(fs, o.fs_root_dentry).unwrap_or(0);
-    let ns_root: u64 = kread(mnt_ns, o.mntns_root).unwrap_or(0);
+    let fs: u64 = kread0(task, o.task_fs);
+    let vfs: u64 = kread0(fs, o.fs_root_mnt);
+    let dentry: u64 = kread0(fs, o.fs_root_dentry);
+    let ns_root: u64 = kread0(mnt_ns, o.mntns_root);
     if vfs == 0 || dentry == 0 || ns_root == 0 || o.mount_mnt == NO_OFFSET {
         return RootState::default();
     }
-    let mnt_root: u64 = kread(vfs, o.vfsmount_root).unwrap_or(0);
-    let d_flags: u32 = kread(dentry, o.dentry_flags).unwrap_or(0);
+    let mnt_root: u64 = kread0(vfs, o.vfsmount_root);
+    let d_flags: u32 = kread0(dentry, o.dentry_flags);
     let mut m = vfs - o.mount_mnt as u64;
     let mut on_ns_root = 2u8;
     let mut i = 0;
@@ -236,9 +268,9 @@ fn read_root(cfg: &Config, task: u64, mnt_ns: u64) -> RootState {
             on_ns_root = 1;
             break;
         }
-        let parent: u64 = kread(m, o.mount_parent).unwrap_or(0);
-        let mountpoint: u64 = kread(m, o.mount_mountpoint).unwrap_or(0);
-        let parent_root: u64 = kread(parent + o.mount_mnt as u64, o.vfsmount_root).unwrap_or(0);
+        let parent: u64 = kread0(m, o.mount_parent);
+        let mountpoint: u64 = kread0(m, o.mount_mountpoint);
+        let parent_root: u64 = kread0(parent + o.mount_mnt as u64, o.vfsmount_root);
         if parent == 0 || parent == m || mountpoint == 0 || mountpoint != parent_root {
             on_ns_root = 0;
             break;
@@ -270,19 +302,19 @@ fn traced_caller(cfg: &Config, nr: u64) -> Option<(u32, u32)> {
 fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) {
     let o = &cfg.offsets;
     let mut ids = NsIds::default();
-    let nsproxy: u64 = kread(task, o.task_nsproxy).unwrap_or(0);
+    let nsproxy: u64 = kread0(task, o.task_nsproxy);
     let mut i = 0;
     while i < ns::COUNT {
         if i != ns::USER && i != ns::PID {
-            let nsp: u64 = kread(nsproxy, o.nsproxy_field[i]).unwrap_or(0);
-            ids.inum[i] = kread(nsp, o.ns_inum[i]).unwrap_or(0);
+            let nsp: u64 = kread0(nsproxy, o.nsproxy_field[i]);
+            ids.inum[i] = kread0(nsp, o.ns_inum[i]);
         }
         i += 1;
     }
-    let cred: u64 = kread(task, o.task_real_cred).unwrap_or(0);
-    let user_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
-    ids.inum[ns::USER] = kread(user_ns, o.ns_inum[ns::USER]).unwrap_or(0);
-    ids.inum[ns::PID] = kread(active_pid_ns(cfg, task), o.ns_inum[ns::PID]).unwrap_or(0);
+    let cred: u64 = kread0(task, o.task_real_cred);
+    let user_ns: u64 = kread0(cred, o.cred_user_ns);
+    ids.inum[ns::USER] = kread0(user_ns, o.ns_inum[ns::USER]);
+    ids.inum[ns::PID] = kread0(active_pid_ns(cfg, task), o.ns_inum[ns::PID]);
     // SAFETY: `out` points into a ring-buffer reservation or map value.
     unsafe { out.write(ids) };
 }
@@ -364,14 +396,14 @@ fn fill_header(h: *mut Header, kind: RecordKind, pid: u32, tid: u32) {
 #[inline(always)]
 fn fd_file(cfg: &Config, fd: u64) -> u64 {
     let o = &cfg.offsets;
-    let files: u64 = kread(current_task(), o.task_files).unwrap_or(0);
-    let fdt: u64 = kread(files, o.files_fdt).unwrap_or(0);
-    let max: u32 = kread(fdt, o.fdtable_max_fds).unwrap_or(0);
+    let files: u64 = kread0(current_task(), o.task_files);
+    let fdt: u64 = kread0(files, o.files_fdt);
+    let max: u32 = kread0(fdt, o.fdtable_max_fds);
     if fd >= max as u64 {
         return 0;
     }
-    let fds: u64 = kread(fdt, o.fdtable_fd).unwrap_or(0);
-    kread(fds, (fd * 8) as u32).unwrap_or(0)
+    let fds: u64 = kread0(fdt, o.fdtable_fd);
+    kread0(fds, (fd * 8) as u32)
 }
 
 /// nstrace's own request: the mount of fd `args[0]` of the current task
@@ -381,9 +413,9 @@ fn fd_file(cfg: &Config, fd: u64) -> u64 {
 fn is_shared(cfg: &Config, m: u64) -> bool {
     let o = &cfg.offsets;
     if o.mount_t_flags != NO_OFFSET {
-        kread::<u32>(m, o.mount_t_flags).unwrap_or(0) & T_SHARED != 0
+        kread0::<u32>(m, o.mount_t_flags) & T_SHARED != 0
     } else {
-        let flags: u32 = kread(m + o.mount_mnt as u64, o.vfsmount_flags).unwrap_or(0);
+        let flags: u32 = kread0(m + o.mount_mnt as u64, o.vfsmount_flags);
         flags & MNT_SHARED != 0
     }
 }
@@ -393,20 +425,20 @@ fn probe_mount(cfg: &Config, regs: u64) {
     let o = &cfg.offsets;
     let fd: u64 = kread(regs, o.regs_arg[0]).unwrap_or(u64::MAX);
     let file = fd_file(cfg, fd);
-    let mnt: u64 = kread(file, o.file_path_mnt).unwrap_or(0);
+    let mnt: u64 = kread0(file, o.file_path_mnt);
     if mnt == 0 || o.mount_mnt == NO_OFFSET {
         return;
     }
     let m = mnt - o.mount_mnt as u64;
-    let parent: u64 = kread(m, o.mount_parent).unwrap_or(0);
-    let mnt_ns: u64 = kread(m, o.mount_ns).unwrap_or(0);
-    let dentry: u64 = kread(file, o.file_path_dentry).unwrap_or(0);
-    let root: u64 = kread(mnt, o.vfsmount_root).unwrap_or(0);
+    let parent: u64 = kread0(m, o.mount_parent);
+    let mnt_ns: u64 = kread0(m, o.mount_ns);
+    let dentry: u64 = kread0(file, o.file_path_dentry);
+    let root: u64 = kread0(mnt, o.vfsmount_root);
     let probe = MountProbe {
-        mnt_id: kread(m, o.mount_id).unwrap_or(0),
-        flags: kread(mnt, o.vfsmount_flags).unwrap_or(0),
-        mnt_ns: kread(mnt_ns, o.ns_inum[ns::MNT]).unwrap_or(0),
-        parent_id: kread(parent, o.mount_id).unwrap_or(0),
+        mnt_id: kread0(m, o.mount_id),
+        flags: kread0(mnt, o.vfsmount_flags),
+        mnt_ns: kread0(mnt_ns, o.ns_inum[ns::MNT]),
+        parent_id: kread0(parent, o.mount_id),
         shared: u8::from(is_shared(cfg, m)),
         parent_shared: u8::from(parent != 0 && is_shared(cfg, parent)),
         at_mount_root: u8::from(dentry != 0 && dentry == root),
@@ -417,6 +449,104 @@ fn probe_mount(cfg: &Config, regs: u64) {
 
 const CLONE_NEWPID: u32 = 0x2000_0000;
 const CLONE_NEWUSER: u32 = 0x1000_0000;
+
+/// The string arguments of a call, as `spec` says.
+// Inlined, like every helper here: a BPF-to-BPF call (a subprogram, even
+// memset) makes 6.1's verifier give up precision tracking for the whole
+// program, and the program then exceeds its million-instruction budget.
+#[inline(always)]
+fn capture_strings(spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallRecord) {
+    // SAFETY: `rec` is this CPU's scratch slot; every write stays inside it.
+    unsafe {
+        let mut s = 0;
+        while s < STR_SLOTS {
+            let len = match pick(args, spec.str_args[s]) {
+                Some(ptr) => bpf_probe_read_user_str(
+                    addr_of_mut!((*rec).strs[s]).cast(),
+                    STR_LEN as u32,
+                    ptr as *const _,
+                ) as i32,
+                None => 0,
+            };
+            (*rec).str_len[s] = len;
+            s += 1;
+        }
+    }
+}
+
+/// The struct argument of a call (clone_args, mount_attr), as `spec` says.
+#[inline(always)]
+fn capture_blob(spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallRecord) {
+    // SAFETY: as above.
+    unsafe {
+        let blob_len = match pick(args, spec.blob_arg) {
+            Some(ptr) => {
+                let size = pick(args, spec.blob_size_arg).unwrap_or(BLOB_LEN as u64);
+                let size = if size > BLOB_LEN as u64 {
+                    BLOB_LEN as u32
+                } else {
+                    size as u32
+                };
+                if size == 0 {
+                    0
+                } else {
+                    let r = bpf_probe_read_user(
+                        addr_of_mut!((*rec).blob).cast(),
+                        size,
+                        ptr as *const _,
+                    );
+                    if r < 0 {
+                        r as i32
+                    } else {
+                        size as i32
+                    }
+                }
+            }
+            None => 0,
+        };
+        addr_of_mut!((*rec).blob_len).write(blob_len);
+    }
+}
+
+/// What the fd argument of a call (setns) refers to: inode, file system,
+/// and for an nsfs file the namespace's type and level.
+#[inline(always)]
+fn identify_fd(cfg: &Config, spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallRecord) {
+    let (mut ino, mut magic, mut ns_type, mut level) = (0u64, 0u32, 0u32, 0u32);
+    if let Some(fd) = pick(args, spec.fd_arg) {
+        let o = &cfg.offsets;
+        let inode: u64 = kread0(fd_file(cfg, fd), o.file_inode);
+        let sb: u64 = kread0(inode, o.inode_sb);
+        ino = kread0(inode, o.inode_ino);
+        magic = kread0(sb, o.sb_magic);
+        if magic == NSFS_MAGIC {
+            // An nsfs inode's i_private is the namespace's ns_common.
+            let ns: u64 = kread0(inode, o.inode_private);
+            ns_type = if o.ns_common_type != NO_OFFSET {
+                kread0(ns, o.ns_common_type)
+            } else {
+                // Before 6.18: the type is in the namespace's operations.
+                let ops: u64 = kread0(ns, o.ns_common_ops);
+                kread0(ops, o.proc_ns_ops_type)
+            };
+            let (outer, level_off) = match ns_type {
+                CLONE_NEWPID => (o.pidns_ns, o.pidns_level),
+                CLONE_NEWUSER => (o.userns_ns, o.userns_level),
+                _ => (NO_OFFSET, NO_OFFSET),
+            };
+            if outer != NO_OFFSET && ns != 0 {
+                level = kread0(ns - outer as u64, level_off);
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        addr_of_mut!((*rec).fd_ino).write(ino);
+        addr_of_mut!((*rec).fd_magic).write(magic);
+        addr_of_mut!((*rec).fd_ns_type).write(ns_type);
+        addr_of_mut!((*rec).fd_ns_level).write(level);
+    }
+}
 
 /// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -449,86 +579,61 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).nr).write(nr as u32);
         addr_of_mut!((*rec).flags).write(0);
         addr_of_mut!((*rec).ret).write(0);
-        let mut args = [0u64; 8];
-        let mut i = 0;
-        while i < 6 {
-            args[i] = kread(regs, cfg.offsets.regs_arg[i]).unwrap_or(0);
-            i += 1;
-        }
+        let r = &cfg.offsets.regs_arg;
+        let z = opaque_zero();
+        let args: [u64; 8] = [
+            kread0(regs, r[0]),
+            kread0(regs, r[1]),
+            kread0(regs, r[2]),
+            kread0(regs, r[3]),
+            kread0(regs, r[4]),
+            kread0(regs, r[5]),
+            z,
+            z,
+        ];
         addr_of_mut!((*rec).args).write([args[0], args[1], args[2], args[3], args[4], args[5]]);
         let task = current_task();
         read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
         read_state(cfg, task, addr_of_mut!((*rec).state));
-        let mut s = 0;
-        while s < STR_SLOTS {
-            let len = match pick(&args, spec.str_args[s]) {
-                Some(ptr) => bpf_probe_read_user_str(
-                    addr_of_mut!((*rec).strs[s]).cast(),
-                    STR_LEN as u32,
-                    ptr as *const _,
-                ) as i32,
-                None => 0,
-            };
-            (*rec).str_len[s] = len;
-            s += 1;
-        }
-        let blob_len = match pick(&args, spec.blob_arg) {
-            Some(ptr) => {
-                let size = pick(&args, spec.blob_size_arg).unwrap_or(BLOB_LEN as u64);
-                let size = if size > BLOB_LEN as u64 {
-                    BLOB_LEN as u32
-                } else {
-                    size as u32
-                };
-                if size == 0 {
-                    0
-                } else {
-                    let r = bpf_probe_read_user(
-                        addr_of_mut!((*rec).blob).cast(),
-                        size,
-                        ptr as *const _,
-                    );
-                    if r < 0 {
-                        r as i32
-                    } else {
-                        size as i32
-                    }
-                }
-            }
-            None => 0,
-        };
-        addr_of_mut!((*rec).blob_len).write(blob_len);
-        let (mut ino, mut magic, mut ns_type, mut level) = (0u64, 0u32, 0u32, 0u32);
-        if let Some(fd) = pick(&args, spec.fd_arg) {
-            let o = &cfg.offsets;
-            let inode: u64 = kread(fd_file(cfg, fd), o.file_inode).unwrap_or(0);
-            let sb: u64 = kread(inode, o.inode_sb).unwrap_or(0);
-            ino = kread(inode, o.inode_ino).unwrap_or(0);
-            magic = kread(sb, o.sb_magic).unwrap_or(0);
-            if magic == NSFS_MAGIC {
-                // An nsfs inode's i_private is the namespace's ns_common.
-                let ns: u64 = kread(inode, o.inode_private).unwrap_or(0);
-                ns_type = kread(ns, o.ns_common_type).unwrap_or(0);
-                let (outer, level_off) = match ns_type {
-                    CLONE_NEWPID => (o.pidns_ns, o.pidns_level),
-                    CLONE_NEWUSER => (o.userns_ns, o.userns_level),
-                    _ => (NO_OFFSET, NO_OFFSET),
-                };
-                if outer != NO_OFFSET && ns != 0 {
-                    level = kread(ns - outer as u64, level_off).unwrap_or(0);
-                }
-            }
-        }
-        addr_of_mut!((*rec).fd_ino).write(ino);
-        addr_of_mut!((*rec).fd_magic).write(magic);
-        addr_of_mut!((*rec).fd_ns_type).write(ns_type);
-        addr_of_mut!((*rec).fd_ns_level).write(level);
+        capture_strings(spec, &args, rec);
+        capture_blob(spec, &args, rec);
+        identify_fd(cfg, spec, &args, rec);
         // If the table is full the exit is reported without its entry. The
         // record goes by reference: a copy would not fit on the BPF stack.
         #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = PENDING.insert(tid, &*rec, 0);
     }
     0
+}
+
+/// Reads again the string arguments whose read failed at entry: a page not
+/// yet touched by the program (a string literal in a fresh binary) cannot
+/// be faulted in from a tracepoint, but the syscall itself has copied the
+/// string by its exit, so the page is there now.
+#[inline(always)]
+fn reread_strings(nr: u64, rec: *mut SyscallRecord) {
+    let Some(spec) = ARG_SPECS.get(nr as u32) else {
+        return;
+    };
+    // SAFETY: `rec` is a PENDING value; every write stays inside it.
+    unsafe {
+        let a = (*rec).args;
+        let z = opaque_zero();
+        let args = [a[0], a[1], a[2], a[3], a[4], a[5], z, z];
+        let mut s = 0;
+        while s < STR_SLOTS {
+            if (*rec).str_len[s] < 0 {
+                if let Some(ptr) = pick(&args, spec.str_args[s]) {
+                    (*rec).str_len[s] = bpf_probe_read_user_str(
+                        addr_of_mut!((*rec).strs[s]).cast(),
+                        STR_LEN as u32,
+                        ptr as *const _,
+                    ) as i32;
+                }
+            }
+            s += 1;
+        }
+    }
 }
 
 /// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
@@ -547,7 +652,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     let ret: i64 = ctx.arg(1);
     let rec = match PENDING.get_ptr_mut(tid) {
-        Some(rec) => rec,
+        Some(rec) => {
+            reread_strings(nr, rec);
+            rec
+        }
         None => {
             let Some(spec) = ARG_SPECS.get(nr as u32) else {
                 return 0;
@@ -564,13 +672,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 fill_header(addr_of_mut!((*rec).header), RecordKind::Syscall, pid, tid);
                 addr_of_mut!((*rec).nr).write(nr as u32);
                 addr_of_mut!((*rec).flags).write(SYSCALL_NO_ENTRY);
-                addr_of_mut!((*rec).args).write([0; 6]);
-                addr_of_mut!((*rec).str_len).write([0; STR_SLOTS]);
-                addr_of_mut!((*rec).blob_len).write(0);
-                addr_of_mut!((*rec).fd_ino).write(0);
-                addr_of_mut!((*rec).fd_magic).write(0);
-                addr_of_mut!((*rec).fd_ns_type).write(0);
-                addr_of_mut!((*rec).fd_ns_level).write(0);
+                let z = opaque_zero();
+                addr_of_mut!((*rec).args).write([z; 6]);
+                addr_of_mut!((*rec).str_len).write([z as i32; STR_SLOTS]);
+                addr_of_mut!((*rec).blob_len).write(z as i32);
+                addr_of_mut!((*rec).fd_ino).write(z);
+                addr_of_mut!((*rec).fd_magic).write(z as u32);
+                addr_of_mut!((*rec).fd_ns_type).write(z as u32);
+                addr_of_mut!((*rec).fd_ns_level).write(z as u32);
                 let task = current_task();
                 read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
                 read_state(cfg, task, addr_of_mut!((*rec).state));
@@ -601,8 +710,8 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let o = &cfg.offsets;
     let (pid, tid) = current_ids();
     let child: u64 = ctx.arg(1);
-    let child_pid: u32 = kread(child, o.task_tgid).unwrap_or(0);
-    let child_tid: u32 = kread(child, o.task_pid).unwrap_or(0);
+    let child_pid: u32 = kread0(child, o.task_tgid);
+    let child_tid: u32 = kread0(child, o.task_pid);
     if child_pid == 0 || child_pid == pid {
         // A new thread: its process is tracked (or not) already.
         return 0;
@@ -648,13 +757,17 @@ fn exec_membership(cfg: &Config, pid: u32) -> Option<bool> {
     if cfg.trace_all != 0 {
         return Some(false);
     }
-    let role = aya_ebpf::helpers::bpf_get_current_comm()
-        .ok()
-        .and_then(|comm| {
-            // SAFETY: plain lookup; the value is copied out at once.
-            unsafe { PROGRAMS.get(comm) }.copied()
-        })
-        .unwrap_or(0);
+    let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
+    // SAFETY: the helper fills the 16 bytes (NUL-padded) or fails; aya's
+    // wrapper would zero the array first, with a call to memset.
+    let role = if unsafe { bpf_get_current_comm(comm.as_mut_ptr().cast(), 16) } == 0 {
+        // SAFETY: filled above; plain lookup, the value copied out at once.
+        unsafe { PROGRAMS.get(comm.assume_init_ref()) }
+            .copied()
+            .unwrap_or(0)
+    } else {
+        0
+    };
     // SAFETY: as above.
     match unsafe { TRACKED.get(pid) }.copied() {
         None => {
@@ -697,21 +810,21 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     // SAFETY: `rec` is the reservation.
     unsafe {
         start_header(addr_of_mut!((*rec).header), RecordKind::Exec, pid, tid);
-        let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
-        addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
+        let parent: u64 = kread0(task, o.task_real_parent);
+        addr_of_mut!((*rec).ppid).write(kread0(parent, o.task_tgid));
         let old: u64 = ctx.arg(1);
         addr_of_mut!((*rec).old_tid).write(old as u32);
         let bprm: u64 = ctx.arg(2);
-        let name: u64 = kread(bprm, o.binprm_filename).unwrap_or(0);
+        let name: u64 = kread0(bprm, o.binprm_filename);
         let n = bpf_probe_read_kernel_str(
             addr_of_mut!((*rec).filename).cast(),
             PATH_LEN as u32,
             name as *const _,
         );
         addr_of_mut!((*rec).filename_len).write(n as i32);
-        let mm: u64 = kread(task, o.task_mm).unwrap_or(0);
-        let start: u64 = kread(mm, o.mm_arg_start).unwrap_or(0);
-        let end: u64 = kread(mm, o.mm_arg_end).unwrap_or(0);
+        let mm: u64 = kread0(task, o.task_mm);
+        let start: u64 = kread0(mm, o.mm_arg_start);
+        let end: u64 = kread0(mm, o.mm_arg_end);
         let total = end.saturating_sub(start);
         addr_of_mut!((*rec).argv_total).write(total);
         addr_of_mut!((*rec).adopted).write(u32::from(adopted));
@@ -752,8 +865,8 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     // A thread killed inside a traced call never reaches sys_exit.
     let _ = PENDING.remove(tid);
     let task = current_task();
-    let signal: u64 = kread(task, o.task_signal).unwrap_or(0);
-    let live: i32 = kread(signal, o.signal_live).unwrap_or(0);
+    let signal: u64 = kread0(task, o.task_signal);
+    let live: i32 = kread0(signal, o.signal_live);
     if live != 0 {
         // Other threads of the process are still running.
         return 0;
@@ -772,9 +885,9 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     // SAFETY: `rec` is the reservation.
     unsafe {
         start_header(addr_of_mut!((*rec).header), RecordKind::Exit, pid, tid);
-        let parent: u64 = kread(task, o.task_real_parent).unwrap_or(0);
-        addr_of_mut!((*rec).ppid).write(kread(parent, o.task_tgid).unwrap_or(0));
-        addr_of_mut!((*rec).exit_code).write(kread(task, o.task_exit_code).unwrap_or(0));
+        let parent: u64 = kread0(task, o.task_real_parent);
+        addr_of_mut!((*rec).ppid).write(kread0(parent, o.task_tgid));
+        addr_of_mut!((*rec).exit_code).write(kread0(task, o.task_exit_code));
     }
     entry.submit(0);
     0
@@ -797,7 +910,7 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
     };
     let rec = entry.as_mut_ptr();
     let o = &cfg.offsets;
-    let cred_ns: u64 = kread(cred, o.cred_user_ns).unwrap_or(0);
+    let cred_ns: u64 = kread0(cred, o.cred_user_ns);
     // SAFETY: `rec` is the reservation.
     unsafe {
         start_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
@@ -805,7 +918,7 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
         addr_of_mut!((*rec).ret).write(ret);
         addr_of_mut!((*rec).target).write(read_userns(cfg, target));
         addr_of_mut!((*rec).cred_ns).write(read_userns(cfg, cred_ns));
-        addr_of_mut!((*rec).euid).write(kread(cred, o.cred_euid).unwrap_or(0));
+        addr_of_mut!((*rec).euid).write(kread0(cred, o.cred_euid));
         addr_of_mut!((*rec)._pad).write(0);
     }
     entry.submit(0);

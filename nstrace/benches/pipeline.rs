@@ -233,6 +233,7 @@ fn pipeline(records: &[Vec<u8>]) -> u64 {
     let hooks = Hooks {
         cap: true,
         klog: true,
+        cap_via: Some("tracepoint"),
     };
     let mut decoder = Decoder::new();
     let mut model = Model::new();

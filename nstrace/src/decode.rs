@@ -332,7 +332,9 @@ fn string_arg(def: &SyscallDef, rec: &SyscallRecord, index: usize) -> ArgValue {
         return ArgValue::Ptr(addr);
     };
     match rec.str_len[slot] {
-        n if n > 0 => {
+        // 0 is an empty string too: some kernels' strncpy_from_user_nofault
+        // count no NUL for it (6.1 and 6.12 guests did; 6.18 says 1).
+        n if n >= 0 => {
             let n = (n as usize).min(STR_LEN);
             let truncated = n == STR_LEN && rec.strs[slot][STR_LEN - 1] == 0;
             ArgValue::Str {

@@ -123,13 +123,18 @@ fn offsets_cached_in(path: &Path, dir: &Path) -> Result<(Offsets, Vec<String>), 
     Ok(resolved)
 }
 
-/// Hash of the BTF bytes, this nstrace's version and the layout of [`Offsets`].
+/// Hash of the BTF bytes, this nstrace binary and the layout of [`Offsets`].
 fn cache_key(btf: &[u8]) -> u64 {
     // SipHash with fixed keys: stable across runs of the same build, which
-    // is all the key needs (the version is part of it).
+    // is all the key needs. The binary itself is part of it, so that a
+    // rebuilt nstrace (whose resolution may differ under the same version)
+    // never reads an older build's offsets.
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    if let Ok(exe) = std::fs::read("/proc/self/exe") {
+        h.write(&exe);
+    }
     h.write_usize(std::mem::size_of::<Offsets>());
     h.write_usize(btf.len());
     h.write(btf);
@@ -397,9 +402,13 @@ impl KernelBtf {
         if let Some(v) = self.enum_value("DCACHE_MOUNTED", &["dentry_flags"]) {
             o.dcache_mounted = v;
         }
-        // ns_common.ns_type is new (6.18); older kernels name the type through
-        // ns->ops. Without it the type stays unknown, which no rule needs.
+        // ns_common.ns_type is new (6.18); older kernels name the type in
+        // ns->ops->type, which the programs read when ns_type is missing.
         o.ns_common_type = self.offset_of("ns_common", "ns_type").unwrap_or(NO_OFFSET);
+        if o.ns_common_type == NO_OFFSET {
+            o.ns_common_ops = get("ns_common", "ops");
+            o.proc_ns_ops_type = get("proc_ns_operations", "type");
+        }
         let mut regs_ok = true;
         for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
             let off = match reg {

@@ -333,6 +333,22 @@ impl Probes {
         }
     }
 
+    /// Each loaded program with the number of instructions the verifier
+    /// processed for it (its cost at load, which older verifiers cap at a
+    /// million), when the kernel says.
+    pub fn verifier_costs(&self) -> Vec<(String, Option<u32>)> {
+        let mut v: Vec<(String, Option<u32>)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.verified_instruction_count()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Which decision hooks are attached.
     pub fn hooks(&self) -> crate::explain::Hooks {
         crate::explain::Hooks {

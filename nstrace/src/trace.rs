@@ -154,9 +154,8 @@ pub fn doctor(btf: Option<PathBuf>, json: bool) -> Result<(), TraceError> {
         return Err(TraceError::NotPrivileged);
     }
     let btf_path = btf.unwrap_or_else(|| VMLINUX_BTF.into());
-    let (offsets, missing) = KernelBtf::open(&btf_path)
-        .map_err(TraceError::NoBtf)?
-        .offsets();
+    let (offsets, missing) =
+        crate::kernel_btf::offsets_cached(&btf_path).map_err(TraceError::NoBtf)?;
     let probes = Probes::start(&ProbeOptions {
         trace_all: false,
         launcher_pid: 0,
@@ -174,8 +173,18 @@ pub fn doctor(btf: Option<PathBuf>, json: bool) -> Result<(), TraceError> {
         json,
         &mut out,
     )?;
-    if !missing.is_empty() && !json {
-        writeln!(out, "BTF lacks (read as 0): {}", missing.join(", "))?;
+    if !json {
+        if !missing.is_empty() {
+            writeln!(out, "BTF lacks (read as 0): {}", missing.join(", "))?;
+        }
+        writeln!(
+            out,
+            "verifier cost (instructions processed at load; the limit is 1,000,000):"
+        )?;
+        for (name, count) in probes.verifier_costs() {
+            let count = count.map_or_else(|| "?".to_string(), |c| c.to_string());
+            writeln!(out, "  {name:<24} {count}")?;
+        }
     }
     probes.detach();
     Ok(())

@@ -53,13 +53,15 @@ pub fn causes(h: &Hooks) -> Vec<(&'static str, Basis, String)> {
         ("fs_type_not_userns_mountable", with_cap, cap),
         (
             "mount_too_revealing",
+            if h.klog { Basis::Direct } else { absence },
             if h.klog {
-                Basis::Direct
+                "the kernel's \"VFS: Mount too revealing\" line (printk:console) where the \
+                 kernel prints one (6.18); else inferred from the locked masks and the granted \
+                 capability checks"
             } else {
-                Basis::Unavailable
-            },
-            "the kernel's \"VFS: Mount too revealing\" line, seen by tracepoint printk:console"
-                .to_string(),
+                "inferred from the locked masks and the granted capability checks"
+            }
+            .to_string(),
         ),
         (
             "lsm_denied",

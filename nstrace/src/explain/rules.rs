@@ -222,16 +222,58 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
     if ctx.errno != EPERM {
         return None;
     }
-    let (seq, line) = ctx
+    let line = ctx
         .klog()
-        .find(|(_, t)| t.to_ascii_lowercase().contains("too revealing"))?;
+        .find(|(_, t)| t.to_ascii_lowercase().contains("too revealing"));
     let st = &ctx.call.state;
     let fstype = ctx.str_arg("fstype").unwrap_or("proc or sysfs").to_string();
     let mnt = ctx.call.ns.inum[nstrace_common::ns::MNT];
-    let mut evidence = vec![Evidence::Event {
-        seq,
-        what: format!("kernel log: {line}"),
-    }];
+    let mut evidence = Vec::new();
+    match line {
+        Some((seq, line)) => evidence.push(Evidence::Event {
+            seq,
+            what: format!("kernel log: {line}"),
+        }),
+        None => {
+            // Without the kernel's line (6.1 and 6.12 print none; or no
+            // printk hook), N4 is inferred from its conditions, each seen: a
+            // new proc/sysfs mount, every capability check passed, a mount
+            // namespace owned by a user namespace other than the initial
+            // one, and locked masks in it.
+            let granted_only = ctx.hooks.cap
+                && !ctx.lossy
+                && ctx.caps().next().is_some()
+                && ctx
+                    .caps()
+                    .all(|d| matches!(d, Decision::Cap { check, .. } if check.allowed));
+            let not_init_owner = st.user_ns.level > 0 && st.mntns_owner == st.user_ns.inum;
+            let masked = ctx
+                .model
+                .mount_table(mnt)
+                .filter(|t| t.locked)
+                .is_some_and(|t| !crate::mounts::masking_mounts(&t.mounts, &fstype).is_empty());
+            if !is_new_mount(ctx)
+                || !matches!(fstype.as_str(), "proc" | "sysfs")
+                || !granted_only
+                || !not_init_owner
+                || !masked
+            {
+                return None;
+            }
+            evidence.push(Evidence::Fact(format!(
+                "inferred: the kernel's \"Mount too revealing\" line was not seen (older \
+                 kernels do not print it{}), but each condition of \
+                 the check was: a new {fstype} mount, every capability check granted, a mount \
+                 namespace owned by {}, and locked mounts over {fstype} in it",
+                if ctx.hooks.klog {
+                    ""
+                } else {
+                    ": there is none here"
+                },
+                userns_text(&st.user_ns)
+            )));
+        }
+    }
     evidence.extend(origin(ctx, "mnt", mnt));
     evidence.extend(origin(ctx, "user", st.mntns_owner));
     let mut masks = Vec::new();
@@ -1218,6 +1260,54 @@ mod tests {
         assert_eq!(e.cause, Cause::MountTooRevealing);
         assert_eq!(e.mounts, ["/proc/keys"]);
         assert!(e.evidence.iter().any(|ev| matches!(ev, Evidence::Event { seq: 5, what } if what.contains("/proc/keys: devtmpfs /null"))));
+    }
+
+    #[test]
+    fn too_revealing_is_inferred_without_the_kernel_line_only_on_every_condition() {
+        let model = model_with_locked_table();
+        let granted = || vec![cap(3, true, CHILD, CHILD)];
+        let e = run_with(
+            &model,
+            in_ns_77(mount_proc(in_child_userns())),
+            granted(),
+            ALL_HOOKS,
+        );
+        assert_eq!(e.cause, Cause::MountTooRevealing);
+        assert_eq!(e.mounts, ["/proc/keys"]);
+        assert!(e
+            .evidence
+            .iter()
+            .any(|ev| matches!(ev, Evidence::Fact(f) if f.starts_with("inferred:"))));
+        // Any condition missing: no claim.
+        let denied = vec![cap(3, false, CHILD, CHILD)];
+        let no_checks = vec![];
+        for d in [denied, no_checks] {
+            let e = run_with(
+                &model,
+                in_ns_77(mount_proc(in_child_userns())),
+                d,
+                ALL_HOOKS,
+            );
+            assert_ne!(e.cause, Cause::MountTooRevealing);
+        }
+        let no_cap_hook = Hooks {
+            cap: false,
+            ..ALL_HOOKS
+        };
+        let e = run_with(
+            &model,
+            in_ns_77(mount_proc(in_child_userns())),
+            granted(),
+            no_cap_hook,
+        );
+        assert_ne!(e.cause, Cause::MountTooRevealing);
+        // Another mount namespace (no locked table), or a tmpfs.
+        let e = run_with(&model, mount_proc(in_child_userns()), granted(), ALL_HOOKS);
+        assert_ne!(e.cause, Cause::MountTooRevealing);
+        let mut tmpfs = in_ns_77(mount_proc(in_child_userns()));
+        tmpfs.args[2].1 = s("tmpfs");
+        let e = run_with(&model, tmpfs, granted(), ALL_HOOKS);
+        assert_ne!(e.cause, Cause::MountTooRevealing);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod runtimes;
 mod setup;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "nstrace project tasks")]
@@ -32,7 +33,8 @@ enum Task {
     /// namespace under a masked /proc file gets EPERM (needs root).
     Demo,
     /// Every test, including those that load real BPF programs and those
-    /// that run docker, podman and runc (as root; see `runtimes up`).
+    /// that run docker, podman and runc (as root; see `runtimes up`); then,
+    /// unless test arguments are given, `test-vm` on the default kernels.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -40,6 +42,13 @@ enum Task {
     },
     /// fmt check and clippy, for the userspace crates and the BPF crate.
     Lint,
+    /// The BPF and explanation tests on stock Debian kernels under QEMU
+    /// (default: bookworm's 6.1 and 6.12), one result line per kernel.
+    TestVm {
+        /// A kernel series (`6.1`, `6.12`) or a full package name; repeatable.
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
+    },
     /// Performance and loss, side by side with strace and bpftrace; prints
     /// a table (as root).
     Bench {
@@ -74,6 +83,7 @@ fn main() -> Result<()> {
         Task::Demo => demo(&root),
         Task::Test { cargo_args } => test(&root, &cargo_args),
         Task::Lint => lint(),
+        Task::TestVm { kernels } => vm::test_vm(&root, &kernels),
         Task::Bench { quick } => bench::bench(&root, quick),
         Task::Runtimes { action } => match action {
             RuntimesAction::Up => runtimes_up(&root),
@@ -223,10 +233,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     match (tested, session.finish()) {
         (Err(e), Err(stop)) => {
             eprintln!("xtask: {stop:#}");
-            Err(e)
+            return Err(e);
         }
-        (tested, finished) => tested.and(finished),
+        (tested, finished) => tested.and(finished)?,
     }
+    // The same tests on stock kernels; a filtered run is a developer's
+    // quick loop and skips them.
+    if extra.is_empty() {
+        vm::test_vm(root, &[])?;
+    }
+    Ok(())
 }
 
 /// `cargo test` with `env` added, ending on one total.

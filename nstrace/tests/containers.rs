@@ -41,6 +41,14 @@ fn runtime_env(name: &str) -> Option<String> {
     }
 }
 
+/// The private dockerd's address and the test image.
+fn docker() -> Option<(String, String)> {
+    Some((
+        runtime_env("NSTRACE_DOCKER_HOST")?,
+        runtime_env("NSTRACE_TEST_IMAGE")?,
+    ))
+}
+
 /// `docker --host HOST` plus `args`.
 fn docker_cmd(host: &str, args: &[&str]) -> Vec<String> {
     ["docker", "--host", host]
@@ -135,10 +143,7 @@ fn read_trimmed(path: &std::path::Path) -> String {
 #[test]
 fn docker_run_classic_case_both_ways() {
     let _serial = serial();
-    let (Some(host), Some(image)) = (
-        runtime_env("NSTRACE_DOCKER_HOST"),
-        runtime_env("NSTRACE_TEST_IMAGE"),
-    ) else {
+    let Some((host, image)) = docker() else {
         return;
     };
     let scratch = Scratch::new("docker");
@@ -282,10 +287,7 @@ fn runc_run_classic_case_both_ways() {
 #[test]
 fn two_containers_at_once_are_told_apart() {
     let _serial = serial();
-    let (Some(host), Some(image)) = (
-        runtime_env("NSTRACE_DOCKER_HOST"),
-        runtime_env("NSTRACE_TEST_IMAGE"),
-    ) else {
+    let Some((host, image)) = docker() else {
         return;
     };
     let scratch = Scratch::new("two");
@@ -380,10 +382,7 @@ impl Drop for Detached {
 #[test]
 fn containers_outside_the_traced_command_do_not_appear() {
     let _serial = serial();
-    let (Some(host), Some(image)) = (
-        runtime_env("NSTRACE_DOCKER_HOST"),
-        runtime_env("NSTRACE_TEST_IMAGE"),
-    ) else {
+    let Some((host, image)) = docker() else {
         return;
     };
     // Started before the trace, and busy making namespace calls during it.
@@ -436,10 +435,7 @@ fn containers_outside_the_traced_command_do_not_appear() {
 #[test]
 fn docker_exec_enters_the_containers_namespaces() {
     let _serial = serial();
-    let (Some(host), Some(image)) = (
-        runtime_env("NSTRACE_DOCKER_HOST"),
-        runtime_env("NSTRACE_TEST_IMAGE"),
-    ) else {
+    let Some((host, image)) = docker() else {
         return;
     };
     let target = Detached::start(&host, &image, "exec sleep 300");

@@ -239,14 +239,15 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Builds the test binaries and returns their paths.
 fn build_tests(root: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("cargo")
+    let out = crate::cargo()
+        // The same selection as the host run, so that nothing is rebuilt.
         .args([
             "test",
             "--release",
+            "--lib",
+            "--tests",
             "--no-run",
             "--message-format=json",
-            "-p",
-            "nstrace",
         ])
         .current_dir(root)
         .stderr(Stdio::inherit())
@@ -329,15 +330,18 @@ fn initramfs(root: &Path, dir: &Path, tests: &[PathBuf]) -> Result<PathBuf> {
 const INIT: &str = "#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t tmpfs root /mnt
-for d in /*; do case $d in /proc|/sys|/dev|/mnt|/tmp|/run) ;; *) cp -a $d /mnt/ ;; esac; done
-mkdir -p /mnt/proc /mnt/sys /mnt/dev /mnt/tmp /mnt/run /mnt/mnt
+for d in /*; do case $d in /proc|/sys|/dev|/mnt|/run) ;; *) cp -a $d /mnt/ ;; esac; done
+mkdir -p /mnt/proc /mnt/sys /mnt/dev /mnt/tmp /mnt/run /mnt/mnt /mnt/scratch
 exec switch_root /mnt /init2
 ";
 
 /// The second init: the tests, then power off.
 const INIT2: &str = "#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin CI=true RUST_BACKTRACE=1
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+# The tests' scratch space is a tmpfs of its own: /tmp may hold the very
+# checkout the binaries came from (their paths are kept).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin CI=true RUST_BACKTRACE=1 TMPDIR=/scratch
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t tmpfs scratch /scratch
 echo \"NSTRACE-VM-BEGIN $(cat /proc/sys/kernel/osrelease)\"
 @NSTRACE@ doctor
 for t in $(cat /tests); do

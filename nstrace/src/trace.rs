@@ -446,14 +446,17 @@ impl Pipeline {
         };
         let mnt_ns = sc.ns.inum[nstrace_common::ns::MNT];
         let parent = self.model.process(pid).and_then(|p| p.ppid);
-        let Some(via) = std::iter::once(pid)
+        let candidates: Vec<u32> = std::iter::once(pid)
             .chain(parent)
-            .find(|p| mnt_ns_of(*p) == Some(mnt_ns))
-        else {
-            return;
-        };
+            .filter(|p| mnt_ns_of(*p) == Some(mnt_ns))
+            .collect();
         for (arg, path) in paths {
-            let Some(fd) = crate::mounts::open_as(via, &path) else {
+            // The caller may exit between the check and the open: then its
+            // parent (in the same mount namespace) resolves the path.
+            let Some((via, fd)) = candidates
+                .iter()
+                .find_map(|v| Some((*v, crate::mounts::open_as(*v, &path)?)))
+            else {
                 continue;
             };
             if let Some(p) = prober.probe(fd.as_fd()) {

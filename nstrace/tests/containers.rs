@@ -41,6 +41,17 @@ fn runtime_env(name: &str) -> Option<String> {
     }
 }
 
+/// `docker run` for the tests: removed at exit, no network (the private
+/// dockerd has no bridge), no seccomp filter (its default refuses unshare).
+const DOCKER_RUN: [&str; 6] = [
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "--security-opt",
+    "seccomp=unconfined",
+];
+
 /// The private dockerd's address and the test image.
 fn docker() -> Option<(String, String)> {
     Some((
@@ -149,19 +160,8 @@ fn docker_run_classic_case_both_ways() {
     let scratch = Scratch::new("docker");
     let run = |cidfile: &str, extra: &[&str]| {
         let cid = scratch.path(cidfile);
-        let mut cmd = docker_cmd(
-            &host,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--security-opt",
-                "seccomp=unconfined",
-                "--cidfile",
-                cid.to_str().unwrap(),
-            ],
-        );
+        let mut cmd = docker_cmd(&host, &DOCKER_RUN);
+        cmd.extend(["--cidfile".to_string(), cid.display().to_string()]);
         cmd.extend(extra.iter().map(|s| s.to_string()));
         cmd.push(image.clone());
         cmd.extend(SEED.iter().map(|s| s.to_string()));
@@ -396,21 +396,9 @@ fn containers_outside_the_traced_command_do_not_appear() {
         .args(["-c", "while true; do unshare -m true; sleep 0.02; done"])
         .spawn()
         .unwrap();
-    let t = trace_strings(&docker_cmd(
-        &host,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--security-opt",
-            "seccomp=unconfined",
-            &image,
-            "unshare",
-            "-U",
-            "true",
-        ],
-    ));
+    let mut cmd = docker_cmd(&host, &DOCKER_RUN);
+    cmd.extend([image.clone(), "unshare".into(), "-U".into(), "true".into()]);
+    let t = trace_strings(&cmd);
     let _ = host_loop.kill();
     let _ = host_loop.wait();
     assert_eq!(t.code, Some(0), "{}", t.dump());

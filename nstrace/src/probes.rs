@@ -254,7 +254,14 @@ impl Probes {
             refused: Vec::new(),
             also_loads: Vec::new(),
         };
-        for method in CAP_METHODS {
+        // NSTRACE_CAP_HOOK=tracepoint|fexit|kprobe keeps only that method:
+        // a test knob, so that each path can be proven on a kernel that
+        // would otherwise pick a richer one.
+        let forced = std::env::var("NSTRACE_CAP_HOOK").ok();
+        let methods = CAP_METHODS
+            .into_iter()
+            .filter(|m| forced.as_deref().is_none_or(|f| f == m.name()));
+        for method in methods {
             if self.cap_via.is_some() && !opts.try_every_hook {
                 break;
             }

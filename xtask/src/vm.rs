@@ -32,6 +32,7 @@ const GUEST_TESTS: [&str; 2] = ["trace", "explain"];
 /// Programs the tests and the guest's init run.
 const GUEST_PROGRAMS: &[&str] = &[
     "sh",
+    "grep",
     "cp",
     "switch_root",
     "unshare",
@@ -73,9 +74,12 @@ struct Kernel {
 #[derive(Debug, Default)]
 struct GuestResult {
     release: String,
-    cap_hook: String,
+    /// The capability hook of each doctor report, in order.
+    cap_hooks: Vec<String>,
     passed: u64,
     failed: u64,
+    /// Test binary runs started (NSTRACE-VM-TEST lines).
+    runs: usize,
     binaries_failed: Vec<String>,
     finished: bool,
 }
@@ -118,7 +122,12 @@ pub fn test_vm(root: &Path, names: &[String]) -> Result<()> {
                 let ok = r.finished && r.failed == 0 && r.binaries_failed.is_empty() && r.passed > 0
                         // Stock kernels lack the cap_capable tracepoint: fexit
                         // (or kprobe) must really carry the capability checks.
-                        && !r.cap_hook.is_empty();
+                        // Each test binary, then explain's capability tests
+                        // again with kprobes forced.
+                        && r.runs == GUEST_TESTS.len() + 1
+                        && r.cap_hooks.len() == 2
+                        && r.cap_hooks.iter().all(|h| h != "none")
+                        && r.cap_hooks[1].starts_with("kprobe");
                 println!(
                     "vm {}: {} ({} passed, {} failed{}); capability checks via {}; log {}",
                     if r.release.is_empty() {
@@ -134,10 +143,10 @@ pub fn test_vm(root: &Path, names: &[String]) -> Result<()> {
                     } else {
                         ", the guest did not finish"
                     },
-                    if r.cap_hook.is_empty() {
-                        "none"
+                    if r.cap_hooks.is_empty() {
+                        "none".to_string()
                     } else {
-                        &r.cap_hook
+                        r.cap_hooks.join(", then (forced) ")
                     },
                     log.display()
                 );
@@ -349,6 +358,14 @@ for t in $(cat /tests); do
   $t --test-threads=1 2>&1
   echo \"NSTRACE-VM-STATUS $?\"
 done
+# The kprobe + kretprobe path, forced, for the capability explanations.
+export NSTRACE_CAP_HOOK=kprobe
+@NSTRACE@ doctor
+for t in $(grep /explain- /tests); do
+  echo \"NSTRACE-VM-TEST $t (kprobe)\"
+  $t --test-threads=1 capability userns_mountable lsm_denial 2>&1
+  echo \"NSTRACE-VM-STATUS $?\"
+done
 echo NSTRACE-VM-END
 echo o > /proc/sysrq-trigger
 sleep 60
@@ -446,11 +463,12 @@ fn parse_console(text: &str) -> GuestResult {
             section = "cap";
         } else if let Some(h) = line.trim().strip_prefix("in use:") {
             if section == "cap" {
-                r.cap_hook = h.trim().to_string();
+                r.cap_hooks.push(h.trim().to_string());
             }
             section = "";
         } else if let Some(t) = line.strip_prefix("NSTRACE-VM-TEST ") {
             current = t.trim().to_string();
+            r.runs += 1;
         } else if let Some(st) = line.strip_prefix("NSTRACE-VM-STATUS ") {
             if st.trim() != "0" {
                 r.binaries_failed.push(current.clone());
@@ -487,7 +505,7 @@ mod tests {
                     NSTRACE-VM-END\n";
         let r = parse_console(text);
         assert_eq!(r.release, "6.1.0-56-cloud-amd64");
-        assert_eq!(r.cap_hook, "fexit cap_capable");
+        assert_eq!(r.cap_hooks, vec!["fexit cap_capable".to_string()]);
         assert_eq!((r.passed, r.failed), (37, 1));
         assert_eq!(r.binaries_failed, vec!["/x/explain-2".to_string()]);
         assert!(r.finished);

@@ -142,6 +142,30 @@ fn recorded_traces_are_read_whole_and_explained() {
 }
 
 #[test]
+fn recorded_traces_match_the_schema() {
+    // Real lines with the newer fields: container, adopted (docker run),
+    // targets and chrooted (pivot_root), the container line type.
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/ndjson.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let mut seen = std::collections::BTreeSet::new();
+    for line in FIXTURES.iter().flat_map(|f| f.lines()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}\n{errors:?}");
+        for key in ["container", "adopted", "targets"] {
+            if v.get(key).is_some() {
+                seen.insert(key.to_string());
+            }
+        }
+        seen.insert(format!("type {}", v["type"].as_str().unwrap()));
+    }
+    for what in ["container", "adopted", "targets", "type container"] {
+        assert!(seen.contains(what), "no {what} in the fixtures to check");
+    }
+}
+
+#[test]
 fn mutated_traces_never_panic() {
     let lines: Vec<&str> = FIXTURES.iter().flat_map(|f| f.lines()).collect();
     let strategy = (

@@ -216,44 +216,12 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-fn have_command(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn package_installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_ok_and(|s| s.contains("install ok installed"))
-}
-
 /// Installs docker.io (with containerd and runc), podman, runc,
-/// busybox-static and strace with apt-get, if their commands are missing.
+/// busybox-static and strace with apt-get, if their commands are missing
+/// (docker.io is about 290 MB).
 pub fn ensure_packages() -> Result<()> {
-    let mut missing: Vec<&str> = RUNTIME_TOOLS
-        .iter()
-        .filter(|(tool, _)| !have_command(tool))
-        .map(|(_, pkg)| *pkg)
-        .collect();
     // The image needs the static busybox, not merely some busybox.
-    if !package_installed("busybox-static") {
-        missing.push("busybox-static");
-    }
-    missing.sort();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    println!(
-        "xtask: installing Debian packages for the container runtimes: {} (docker.io is about 290 MB)",
-        missing.join(" ")
-    );
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    crate::setup::install_missing(RUNTIME_TOOLS, &["busybox-static"])
 }
 
 /// The busybox root file system, built once (into a temporary directory,

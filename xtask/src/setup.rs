@@ -179,18 +179,34 @@ fn debian_packages() -> Result<()> {
     install_tools(DEBIAN_TOOLS)
 }
 
+/// Whether Debian package `pkg` is installed.
+fn package_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_ok_and(|s| s.contains("install ok installed"))
+}
+
+/// Whether `name` is a command on the PATH.
+fn have_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Installs the Debian package of each `(program, package)` whose program
 /// is not on the PATH.
 pub(crate) fn install_tools(tools: &[(&str, &str)]) -> Result<()> {
+    install_missing(tools, &[])
+}
+
+/// [`install_tools`], plus `packages` that must be installed whatever the
+/// PATH has.
+pub(crate) fn install_missing(tools: &[(&str, &str)], packages: &[&str]) -> Result<()> {
     let mut missing: Vec<&str> = tools
         .iter()
-        .filter(|(tool, _)| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {tool} >/dev/null")])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        .filter(|(tool, _)| !have_command(tool))
         .map(|(_, pkg)| *pkg)
+        .chain(packages.iter().copied().filter(|p| !package_installed(p)))
         .collect();
     missing.sort();
     missing.dedup();

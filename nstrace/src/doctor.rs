@@ -175,6 +175,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_cause_a_rule_can_give_is_reported() {
+        let listed: Vec<&str> = causes(&Hooks::default()).iter().map(|c| c.0).collect();
+        for rule in crate::explain::rules::RULES {
+            assert!(listed.contains(&rule.cause.code()), "{}", rule.cause.code());
+        }
+    }
+
+    #[test]
     fn capability_rules_follow_the_capability_hook() {
         let none = Hooks::default();
         let bases: Vec<_> = causes(&none).into_iter().map(|(c, b, _)| (c, b)).collect();

@@ -160,8 +160,14 @@ impl Mount {
 /// container cannot lead the walk outside its root). The last component is
 /// not followed.
 pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
+    path_in_root(pid, mountpoint, false)
+}
+
+/// An O_PATH descriptor of absolute `path` inside the root of `pid`
+/// (RESOLVE_IN_ROOT), following a final symlink if `follow`.
+fn path_in_root(pid: u32, path: &str, follow: bool) -> Option<std::os::fd::OwnedFd> {
     let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
-    openat2_path(&root, &format!(".{mountpoint}"), false, RESOLVE_IN_ROOT)
+    openat2_path(&root, &format!(".{path}"), follow, RESOLVE_IN_ROOT)
 }
 
 /// `RESOLVE_BENEATH`: no component may leave the starting directory.
@@ -242,13 +248,11 @@ pub fn open_as(pid: u32, path: &str) -> Option<std::os::fd::OwnedFd> {
             ) {
                 return None;
             }
-            let root = std::fs::File::open(format!("/proc/{target}/root")).ok()?;
-            return openat2_path(&root, &format!(".{inside}"), true, RESOLVE_IN_ROOT);
+            return path_in_root(target, inside, true);
         }
     }
     if path.starts_with('/') {
-        let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
-        openat2_path(&root, &format!(".{path}"), true, RESOLVE_IN_ROOT)
+        path_in_root(pid, path, true)
     } else {
         if path.split('/').any(|c| c == "..") {
             return None;

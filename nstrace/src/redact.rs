@@ -39,18 +39,19 @@ fn is_secret(key: &str) -> bool {
 /// `text` with the value of every secret `key=value` of a comma-separated
 /// option list replaced; `None` when nothing needed replacing.
 pub fn options(text: &str) -> Option<String> {
-    let mut changed = false;
+    let secret = |part: &str| part.split_once('=').is_some_and(|(k, _)| is_secret(k));
+    // Every exec'd argument passes here: allocate only when there is work.
+    if !text.split(',').any(secret) {
+        return None;
+    }
     let parts: Vec<String> = text
         .split(',')
         .map(|part| match part.split_once('=') {
-            Some((k, _)) if is_secret(k) => {
-                changed = true;
-                format!("{k}={REDACTED}")
-            }
+            Some((k, _)) if is_secret(k) => format!("{k}={REDACTED}"),
             _ => part.to_string(),
         })
         .collect();
-    changed.then(|| parts.join(","))
+    Some(parts.join(","))
 }
 
 fn redact_str(v: &mut ArgValue) {

@@ -243,9 +243,7 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
             let granted_only = ctx.hooks.cap
                 && !ctx.lossy
                 && ctx.caps().next().is_some()
-                && ctx
-                    .caps()
-                    .all(|d| matches!(d, Decision::Cap { check, .. } if check.allowed));
+                && denied_cap(ctx).is_none();
             let not_init_owner = st.user_ns.level > 0 && st.mntns_owner == st.user_ns.inum;
             let masked = ctx
                 .model
@@ -415,10 +413,7 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
     if !(flags.contains(&"MS_REMOUNT") && flags.contains(&"MS_BIND")) {
         return None;
     }
-    if ctx
-        .caps()
-        .any(|d| matches!(d, Decision::Cap { check, .. } if !check.allowed))
-    {
+    if denied_cap(ctx).is_some() {
         return None;
     }
     let path = ctx.str_arg("target")?;
@@ -1106,6 +1101,15 @@ mod tests {
         }
     }
 
+    fn unshare_newuser(errno: i64, state: TaskState) -> Syscall {
+        call(
+            "unshare",
+            vec![("flags", flags(&["CLONE_NEWUSER"]))],
+            errno,
+            state,
+        )
+    }
+
     fn mount_proc(state: TaskState) -> Syscall {
         call(
             "mount",
@@ -1484,12 +1488,7 @@ mod tests {
             nr_threads: 3,
             ..Default::default()
         };
-        let sc = call(
-            "unshare",
-            vec![("flags", flags(&["CLONE_NEWUSER"]))],
-            22,
-            st,
-        );
+        let sc = unshare_newuser(22, st);
         let e = run(sc.clone(), vec![], ALL_HOOKS);
         assert_eq!(e.cause, Cause::Multithreaded);
         assert!(e.text.contains("3 threads"));
@@ -1542,7 +1541,7 @@ mod tests {
             // Maps never written: no extents.
             ..Default::default()
         };
-        let sc = call("unshare", vec![("flags", flags(&["CLONE_NEWUSER"]))], 1, st);
+        let sc = unshare_newuser(1, st);
         let e = run(sc.clone(), vec![], ALL_HOOKS);
         assert_eq!(e.cause, Cause::IdmapRules);
         assert!(e.text.contains("uid and gid has no mapping"), "{}", e.text);
@@ -1616,12 +1615,7 @@ mod tests {
             nr_threads: 1,
             ..Default::default()
         };
-        let sc = call(
-            "unshare",
-            vec![("flags", flags(&["CLONE_NEWUSER"]))],
-            28,
-            st,
-        );
+        let sc = unshare_newuser(28, st);
         let e = run(sc.clone(), vec![], ALL_HOOKS);
         assert_eq!(e.cause, Cause::NamespaceLimit);
         assert!(e.text.contains("at most 32 levels"), "{}", e.text);
@@ -1738,7 +1732,7 @@ mod tests {
             root: chrooted,
             ..Default::default()
         };
-        let sc = call("unshare", vec![("flags", flags(&["CLONE_NEWUSER"]))], 1, st);
+        let sc = unshare_newuser(1, st);
         let e = run(sc.clone(), vec![], ALL_HOOKS);
         assert_eq!(e.cause, Cause::Chrooted);
         assert!(e.text.contains("inside a mount"), "{}", e.text);

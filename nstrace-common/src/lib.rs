@@ -425,6 +425,9 @@ pub struct ArgSpec {
     pub child_returns_zero: u8,
     /// Argument index + 1 holding an fd whose file to identify (0 = none).
     pub fd_arg: u8,
+    /// How many arguments the call takes; the others are recorded as 0 (a
+    /// syscall trace event leaves them uninitialised).
+    pub nargs: u8,
 }
 
 /// `super_block.s_magic` of nsfs (the files in /proc/PID/ns).
@@ -730,6 +733,10 @@ pub mod names {
     pub const PROG_SYS_ENTER: &str = "sys_enter";
     /// `sys_exit` raw tracepoint program.
     pub const PROG_SYS_EXIT: &str = "sys_exit";
+    /// Program for the per-syscall `syscalls:sys_enter_*` trace events.
+    pub const PROG_SYSCALL_ENTER: &str = "syscall_enter";
+    /// Program for the per-syscall `syscalls:sys_exit_*` trace events.
+    pub const PROG_SYSCALL_EXIT: &str = "syscall_exit";
     /// `sched_process_fork` raw tracepoint program.
     pub const PROG_FORK: &str = "sched_process_fork";
     /// `sched_process_exec` raw tracepoint program.

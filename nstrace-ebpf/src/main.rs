@@ -16,9 +16,12 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
         bpf_probe_read_user_str,
     },
-    macros::{fexit, kprobe, kretprobe, map, raw_tracepoint},
+    macros::{fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, RingBuf},
-    programs::{FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
+    programs::{
+        FExitContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+    },
+    EbpfContext,
 };
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
@@ -421,9 +424,8 @@ fn is_shared(cfg: &Config, m: u64) -> bool {
 }
 
 #[inline(always)]
-fn probe_mount(cfg: &Config, regs: u64) {
+fn probe_mount(cfg: &Config, fd: u64) {
     let o = &cfg.offsets;
-    let fd: u64 = kread(regs, o.regs_arg[0]).unwrap_or(u64::MAX);
     let file = fd_file(cfg, fd);
     let mnt: u64 = kread0(file, o.file_path_mnt);
     if mnt == 0 || o.mount_mnt == NO_OFFSET {
@@ -548,30 +550,31 @@ fn identify_fd(cfg: &Config, spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallR
     }
 }
 
-/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    let Some(cfg) = config() else {
-        return 0;
-    };
-    let nr: u64 = ctx.arg(1);
+/// What both syscall entry hooks do with a call: `args` yields its six
+/// argument registers and is evaluated only for a traced call of a tracked
+/// process.
+#[inline(always)]
+fn on_enter(cfg: &Config, nr: u64, args: impl FnOnce() -> [u64; 6]) {
     if cfg.probe_nr != 0 && nr == cfg.probe_nr as u64 {
         let (pid, _) = current_ids();
         if pid == cfg.self_pid {
-            probe_mount(cfg, ctx.arg(0));
+            probe_mount(cfg, args()[0]);
         }
-        return 0;
+        return;
     }
     let Some((pid, tid)) = traced_caller(cfg, nr) else {
-        return 0;
+        return;
     };
-    let regs: u64 = ctx.arg(0);
     let Some(spec) = ARG_SPECS.get(nr as u32) else {
-        return 0;
+        return;
     };
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
+    let a = args();
+    // Arguments the call does not take are 0, whatever the hook passed.
+    let n = spec.nargs as u64;
+    let keep = |i: u64, v: u64| v & 0u64.wrapping_sub(u64::from(i < n));
     // SAFETY: `rec` is this CPU's scratch slot; every write stays inside it.
     unsafe {
         fill_header(addr_of_mut!((*rec).header), RecordKind::Syscall, pid, tid);
@@ -579,15 +582,14 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).nr).write(nr as u32);
         addr_of_mut!((*rec).flags).write(0);
         addr_of_mut!((*rec).ret).write(0);
-        let r = &cfg.offsets.regs_arg;
         let z = opaque_zero();
         let args: [u64; 8] = [
-            kread0(regs, r[0]),
-            kread0(regs, r[1]),
-            kread0(regs, r[2]),
-            kread0(regs, r[3]),
-            kread0(regs, r[4]),
-            kread0(regs, r[5]),
+            keep(0, a[0]),
+            keep(1, a[1]),
+            keep(2, a[2]),
+            keep(3, a[3]),
+            keep(4, a[4]),
+            keep(5, a[5]),
             z,
             z,
         ];
@@ -603,6 +605,76 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = PENDING.insert(tid, &*rec, 0);
     }
+}
+
+/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`: every syscall of
+/// the system comes here (the fallback where per-syscall events are missing).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let nr: u64 = ctx.arg(1);
+    let regs: u64 = ctx.arg(0);
+    let r = &cfg.offsets.regs_arg;
+    on_enter(cfg, nr, || {
+        [
+            kread0(regs, r[0]),
+            kread0(regs, r[1]),
+            kread0(regs, r[2]),
+            kread0(regs, r[3]),
+            kread0(regs, r[4]),
+            kread0(regs, r[5]),
+        ]
+    });
+    0
+}
+
+/// Byte offset of `__syscall_nr` in a syscall trace event's record (after
+/// the 8-byte `struct trace_entry`); userspace checks it in tracefs.
+const TP_NR: usize = 8;
+/// Byte offset of `args[0]` (sys_enter_*) and of `ret` (sys_exit_*).
+const TP_ARGS: u32 = 16;
+
+/// Reads the `u64` at byte `off` of a syscall trace event record. Through
+/// bpf_probe_read_kernel, not a direct load: the kernel refuses to attach a
+/// program to an event shorter than the furthest byte it loads directly, and
+/// a call with fewer than six arguments has a shorter event. (The record is
+/// built on the kernel stack with room for six; those past the call's own
+/// are left uninitialised, and dropped by `on_enter`.)
+#[inline(always)]
+fn tp_u64(ctx: &TracePointContext, off: u32) -> u64 {
+    kread0(ctx.as_ptr() as u64, off)
+}
+
+/// The syscall number of a trace event record.
+#[inline(always)]
+fn tp_nr(ctx: &TracePointContext) -> u64 {
+    // SAFETY: `__syscall_nr` is an int at TP_NR. The kernel fires no
+    // event for a negative one; zero-extended, it stays one value for the
+    // verifier's bounds.
+    let nr = unsafe { ctx.as_ptr().cast::<u8>().add(TP_NR).cast::<u32>().read() };
+    u64::from(nr)
+}
+
+/// `syscalls:sys_enter_NAME`, attached to each traced syscall's own event:
+/// syscalls nstrace does not trace run no program at all.
+#[tracepoint]
+pub fn syscall_enter(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let nr = tp_nr(&ctx);
+    on_enter(cfg, nr, || {
+        [
+            tp_u64(&ctx, TP_ARGS),
+            tp_u64(&ctx, TP_ARGS + 8),
+            tp_u64(&ctx, TP_ARGS + 16),
+            tp_u64(&ctx, TP_ARGS + 24),
+            tp_u64(&ctx, TP_ARGS + 32),
+            tp_u64(&ctx, TP_ARGS + 40),
+        ]
+    });
     0
 }
 
@@ -636,21 +708,12 @@ fn reread_strings(nr: u64, rec: *mut SyscallRecord) {
     }
 }
 
-/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let Some(cfg) = config() else {
-        return 0;
-    };
-    let regs: u64 = ctx.arg(0);
-    // The number the task asked for, even if seccomp refused the call.
-    let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
-        return 0;
-    };
+/// What both syscall exit hooks do with call `nr` that returned `ret`.
+#[inline(always)]
+fn on_exit(cfg: &Config, nr: u64, ret: i64) {
     let Some((pid, tid)) = traced_caller(cfg, nr) else {
-        return 0;
+        return;
     };
-    let ret: i64 = ctx.arg(1);
     let rec = match PENDING.get_ptr_mut(tid) {
         Some(rec) => {
             reread_strings(nr, rec);
@@ -658,14 +721,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
         None => {
             let Some(spec) = ARG_SPECS.get(nr as u32) else {
-                return 0;
+                return;
             };
             if ret == 0 && spec.child_returns_zero != 0 {
                 // The child side of clone/clone3: the parent reports the call.
-                return 0;
+                return;
             }
             let Some(rec) = SCRATCH.get_ptr_mut(0) else {
-                return 0;
+                return;
             };
             // SAFETY: this CPU's scratch slot.
             unsafe {
@@ -699,6 +762,41 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
     }
     let _ = PENDING.remove(tid);
+}
+
+/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`: every syscall
+/// of the system (the fallback where per-syscall events are missing).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let regs: u64 = ctx.arg(0);
+    // The number the task asked for, even if seccomp refused the call.
+    let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
+        return 0;
+    };
+    on_exit(cfg, nr, ctx.arg(1));
+    0
+}
+
+/// `syscalls:sys_exit_NAME` of each traced syscall. The kernel fires it for
+/// calls seccomp refused too (with the number the task asked for).
+#[tracepoint]
+pub fn syscall_exit(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    // SAFETY: `ret` is a long at TP_ARGS of every sys_exit_* record (a
+    // direct load: they all have it).
+    let ret = unsafe {
+        ctx.as_ptr()
+            .cast::<u8>()
+            .add(TP_ARGS as usize)
+            .cast::<i64>()
+            .read()
+    };
+    on_exit(cfg, tp_nr(&ctx), ret);
     0
 }
 

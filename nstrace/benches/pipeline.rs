@@ -234,6 +234,7 @@ fn pipeline(records: &[Vec<u8>]) -> u64 {
         cap: true,
         klog: true,
         cap_via: Some("tracepoint"),
+        syscalls_via: Some("syscall_events"),
     };
     let mut decoder = Decoder::new();
     let mut model = Model::new();

@@ -139,7 +139,12 @@ pub fn report(
             .collect();
         let v = json!({
             "kernel": kernel,
-            "hooks": {"cap": hooks.cap, "klog": hooks.klog, "cap_via": hooks.cap_via},
+            "hooks": {
+                "cap": hooks.cap,
+                "klog": hooks.klog,
+                "cap_via": hooks.cap_via,
+                "syscalls_via": hooks.syscalls_via,
+            },
             "points": points,
             "causes": causes,
         });
@@ -148,7 +153,7 @@ pub fn report(
     writeln!(out, "kernel {kernel}")?;
     writeln!(
         out,
-        "required hooks: raw tracepoints sys_enter, sys_exit, sched_process_fork/exec/exit: attached"
+        "process life: raw tracepoints sched_process_fork/exec/exit: attached"
     )?;
     for r in reports {
         writeln!(out, "{}:", r.point)?;
@@ -194,6 +199,7 @@ mod tests {
             cap: true,
             klog: true,
             cap_via: Some("fexit"),
+            syscalls_via: Some("syscall_events"),
         };
         let c = causes(&fexit);
         let missing = c

@@ -23,6 +23,7 @@ pub mod probes;
 pub mod redact;
 pub mod replay;
 pub mod scope;
+pub mod syscall_events;
 pub mod syscalls;
 pub mod trace;
 pub mod tree;

@@ -4,13 +4,16 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId, FExit,
-        KProbe, RawTracePoint,
+        KProbe, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
 use nstrace_common::{names, ArgSpec, Config, MountProbe, Offsets, MAX_SYSCALL_NR};
+use std::os::fd::AsFd;
+
 use thiserror::Error;
 
+use crate::syscall_events::{self, SyscallEvents};
 use crate::syscalls::SYSCALLS;
 
 /// The compiled BPF object (built by `build.rs` from `nstrace-ebpf`).
@@ -46,6 +49,9 @@ pub enum ProbeError {
     /// The object lacks something it should have.
     #[error("the BPF object has no {0}")]
     Missing(&'static str),
+    /// Neither way of observing syscalls works on this kernel.
+    #[error("cannot observe syscalls: {0}")]
+    NoSyscallHook(String),
 }
 
 /// How the programs are set up.
@@ -122,18 +128,50 @@ enum Link {
     Kprobe(KProbeLinkId),
 }
 
-/// The raw tracepoints and the program attached to each. Raw tracepoints
-/// need no tracefs and detach without waiting for a grace period (a
-/// `syscalls:sys_enter_*` perf event costs tens of milliseconds each to detach).
-const HOOKS: [(&str, &str); 5] = [
-    // Process life first, so that no fork of a tracked process is missed
-    // once syscalls are traced.
+/// The raw tracepoints of process life and the program attached to each.
+/// They come first, so that no fork of a tracked process is missed once
+/// syscalls are traced.
+const HOOKS: [(&str, &str); 3] = [
     (names::PROG_FORK, "sched_process_fork"),
     (names::PROG_EXIT, "sched_process_exit"),
     (names::PROG_EXEC, "sched_process_exec"),
+];
+
+/// The raw tracepoints every syscall passes, and their programs: the
+/// fallback where per-syscall trace events are missing.
+const RAW_SYSCALL_HOOKS: [(&str, &str); 2] = [
     (names::PROG_SYS_ENTER, "sys_enter"),
     (names::PROG_SYS_EXIT, "sys_exit"),
 ];
+
+/// How syscalls are observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyscallMethod {
+    /// `syscalls:sys_enter_NAME`/`sys_exit_NAME` of each traced syscall:
+    /// other syscalls run no program.
+    Events,
+    /// `raw_syscalls:sys_enter`/`sys_exit`: a program runs for every
+    /// syscall of the system and drops the untraced ones.
+    Raw,
+}
+
+impl SyscallMethod {
+    /// Short name, as in the `start` line's `hooks.syscalls_via`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Events => "syscall_events",
+            Self::Raw => "raw_syscalls",
+        }
+    }
+
+    /// What is attached, in words.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Events => "tracepoints syscalls:sys_{enter,exit}_NAME of each traced syscall",
+            Self::Raw => "raw tracepoints sys_enter and sys_exit (every syscall runs a program)",
+        }
+    }
+}
 
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
@@ -145,6 +183,12 @@ pub struct Probes {
     pub reports: Vec<HookReport>,
     /// The method capability checks are observed with.
     cap_via: Option<CapMethod>,
+    /// The method syscalls are observed with.
+    syscalls_via: Option<SyscallMethod>,
+    /// The per-syscall events, when they are the method.
+    syscall_events: SyscallEvents,
+    /// The settings the programs run with.
+    config: Config,
 }
 
 impl Probes {
@@ -190,6 +234,9 @@ impl Probes {
             notes,
             reports: Vec::new(),
             cap_via: None,
+            syscalls_via: None,
+            syscall_events: SyscallEvents::default(),
+            config,
         };
         probes.attach(opts)?;
         Ok(probes)
@@ -204,6 +251,8 @@ impl Probes {
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
             self.links.push((prog, Link::Raw(id)));
         }
+        let syscalls = self.attach_syscalls(opts)?;
+        self.reports.push(syscalls);
         let cap = self.attach_cap(opts);
         let klog = {
             let mut r = HookReport {
@@ -230,6 +279,94 @@ impl Probes {
             self.reports.push(r);
         }
         Ok(())
+    }
+
+    /// The per-syscall events, else the raw syscall tracepoints (which
+    /// must load: without syscalls there is nothing to trace). With
+    /// `try_every_hook`, the raw ones are tried too.
+    fn attach_syscalls(&mut self, opts: &ProbeOptions) -> Result<HookReport, ProbeError> {
+        let mut report = HookReport {
+            point: "syscalls",
+            attached: None,
+            refused: Vec::new(),
+            also_loads: Vec::new(),
+        };
+        // NSTRACE_SYSCALL_HOOK=raw_syscalls|syscall_events keeps only that
+        // method (a knob for tests and benchmarks that compare the two).
+        let forced = std::env::var("NSTRACE_SYSCALL_HOOK").ok();
+        let wants = |m: SyscallMethod| forced.as_deref().is_none_or(|f| f == m.name());
+        if wants(SyscallMethod::Events) {
+            match self.attach_syscall_events() {
+                Ok(()) => {
+                    self.syscalls_via = Some(SyscallMethod::Events);
+                    report.attached = Some(SyscallMethod::Events.what());
+                }
+                Err(e) => {
+                    std::mem::take(&mut self.syscall_events).release();
+                    report.refused.push((SyscallMethod::Events.what(), e));
+                }
+            }
+        }
+        if wants(SyscallMethod::Raw) && (self.syscalls_via.is_none() || opts.try_every_hook) {
+            let before = self.links.len();
+            let mut attached = Ok(());
+            for (prog, tp) in RAW_SYSCALL_HOOKS {
+                attached = attached.and_then(|()| self.attach_raw(prog, tp));
+            }
+            match attached {
+                Ok(()) if self.syscalls_via.is_none() => {
+                    self.syscalls_via = Some(SyscallMethod::Raw);
+                    report.attached = Some(SyscallMethod::Raw.what());
+                }
+                Ok(()) => {
+                    for (prog, link) in self.links.split_off(before) {
+                        self.detach_link(prog, link);
+                    }
+                    report.also_loads.push(SyscallMethod::Raw.what());
+                }
+                Err(e) => {
+                    for (prog, link) in self.links.split_off(before) {
+                        self.detach_link(prog, link);
+                    }
+                    report.refused.push((SyscallMethod::Raw.what(), e));
+                }
+            }
+        }
+        if self.syscalls_via.is_none() {
+            let why: Vec<String> = report
+                .refused
+                .iter()
+                .map(|(h, e)| format!("{h}: {e}"))
+                .collect();
+            return Err(ProbeError::NoSyscallHook(why.join("; ")));
+        }
+        Ok(report)
+    }
+
+    /// Attaches the event programs to each traced syscall's events, and
+    /// the entry program to syncfs's (nstrace's mount probe).
+    fn attach_syscall_events(&mut self) -> Result<(), String> {
+        let dir = syscall_events::events_dir().ok_or(
+            "no syscalls:* trace events (tracefs not mounted, or a kernel without \
+             CONFIG_FTRACE_SYSCALLS)",
+        )?;
+        syscall_events::check_layout(&dir)?;
+        let mut fds = Vec::new();
+        for name in [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT] {
+            let p: &mut TracePoint = program(&mut self.ebpf, name).map_err(|e| e.to_string())?;
+            p.load().map_err(|e| first_line(&e))?;
+            let fd = p.fd().map_err(|e| first_line(&e))?;
+            fds.push(fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?);
+        }
+        let (enter, exit) = (fds[0].as_fd(), fds[1].as_fd());
+        for def in SYSCALLS {
+            let event = syscall_events::event_name(def.name);
+            self.syscall_events
+                .attach(&dir, &format!("sys_enter_{event}"), enter)?;
+            self.syscall_events
+                .attach(&dir, &format!("sys_exit_{event}"), exit)?;
+        }
+        self.syscall_events.attach(&dir, "sys_enter_syncfs", enter)
     }
 
     /// Loads and attaches raw tracepoint program `prog` to `tp`; the first
@@ -362,6 +499,7 @@ impl Probes {
             cap: self.cap_via.is_some(),
             klog: self.links.iter().any(|(p, _)| *p == names::PROG_KLOG),
             cap_via: self.cap_via.map(CapMethod::name),
+            syscalls_via: self.syscalls_via.map(SyscallMethod::name),
         }
     }
 
@@ -460,8 +598,15 @@ impl Probes {
     }
 
     /// Detaches the syscall hooks (the rest stays until [`Probes::detach`]),
-    /// so that a command that goes on untraced pays nothing for them.
+    /// so that a command that goes on untraced pays nothing for them. The
+    /// programs stop first (their syscall table is emptied): per-syscall
+    /// events are freed in the background and may run a moment longer.
     pub fn detach_syscalls(&mut self) {
+        let mut quiet = self.config;
+        quiet.syscalls = [0; (MAX_SYSCALL_NR / 64) as usize];
+        quiet.probe_nr = 0;
+        let _ = fill_config(&mut self.ebpf, quiet);
+        std::mem::take(&mut self.syscall_events).release();
         let syscalls = [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT];
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
             .into_iter()

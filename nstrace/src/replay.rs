@@ -403,6 +403,11 @@ pub fn parse_line(line: &str) -> R<Line> {
                             .into_iter()
                             .find(|k| *k == v)
                     }),
+                    syscalls_via: h.get("syscalls_via").and_then(Value::as_str).and_then(|v| {
+                        ["syscall_events", "raw_syscalls"]
+                            .into_iter()
+                            .find(|k| *k == v)
+                    }),
                 },
             });
         }

@@ -111,6 +111,7 @@ impl SyscallDef {
             }
         }
         spec.child_returns_zero = u8::from(self.ret == RetKind::ChildPid);
+        spec.nargs = self.args.len().min(6) as u8;
         spec
     }
 

@@ -28,7 +28,7 @@ use crate::setup::output;
 /// Kernels tested when none is named: bookworm's 6.1 and bookworm-security's 6.12.
 pub const DEFAULT_KERNELS: [&str; 2] = ["6.1", "6.12"];
 /// The test binaries run in the guest (cargo's names for tests/*.rs).
-const GUEST_TESTS: [&str; 2] = ["trace", "explain"];
+const GUEST_TESTS: [&str; 3] = ["trace", "explain", "hooks"];
 /// Programs the tests and the guest's init run.
 const GUEST_PROGRAMS: &[&str] = &[
     "sh",
@@ -76,6 +76,8 @@ struct GuestResult {
     release: String,
     /// The capability hook of each doctor report, in order.
     cap_hooks: Vec<String>,
+    /// The syscall hook of each doctor report, in order.
+    syscall_hooks: Vec<String>,
     passed: u64,
     failed: u64,
     /// Test binary runs started (NSTRACE-VM-TEST lines).
@@ -127,9 +129,14 @@ pub fn test_vm(root: &Path, names: &[String]) -> Result<()> {
                         && r.runs == GUEST_TESTS.len() + 1
                         && r.cap_hooks.len() == 2
                         && r.cap_hooks.iter().all(|h| h != "none")
-                        && r.cap_hooks[1].starts_with("kprobe");
+                        && r.cap_hooks[1].starts_with("kprobe")
+                        // Per-syscall events first, then the raw tracepoints
+                        // (the fallback), forced in the second pass.
+                        && r.syscall_hooks.len() == 2
+                        && r.syscall_hooks[0].starts_with("tracepoints syscalls:")
+                        && r.syscall_hooks[1].starts_with("raw tracepoints");
                 println!(
-                    "vm {}: {} ({} passed, {} failed{}); capability checks via {}; log {}",
+                    "vm {}: {} ({} passed, {} failed{}); capability checks via {}; syscalls via {}; log {}",
                     if r.release.is_empty() {
                         &package
                     } else {
@@ -147,6 +154,11 @@ pub fn test_vm(root: &Path, names: &[String]) -> Result<()> {
                         "none".to_string()
                     } else {
                         r.cap_hooks.join(", then (forced) ")
+                    },
+                    if r.syscall_hooks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.syscall_hooks.join(", then (forced) ")
                     },
                     log.display()
                 );
@@ -303,6 +315,7 @@ fn initramfs(root: &Path, dir: &Path, tests: &[PathBuf]) -> Result<PathBuf> {
     let release = root.join("target/release");
     files.push(release.join("nstrace"));
     files.push(release.join("nstrace-exercise"));
+    files.push(release.join("nstrace-bench"));
     files.extend(tests.iter().cloned());
     for f in &files {
         copy_with_libs(&tree, f)?;
@@ -351,6 +364,7 @@ const INIT2: &str = "#!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin CI=true RUST_BACKTRACE=1 TMPDIR=/scratch
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs scratch /scratch
+mount -t tracefs tracefs /sys/kernel/tracing
 echo \"NSTRACE-VM-BEGIN $(cat /proc/sys/kernel/osrelease)\"
 @NSTRACE@ doctor
 for t in $(cat /tests); do
@@ -358,8 +372,9 @@ for t in $(cat /tests); do
   $t --test-threads=1 2>&1
   echo \"NSTRACE-VM-STATUS $?\"
 done
-# The kprobe + kretprobe path, forced, for the capability explanations.
-export NSTRACE_CAP_HOOK=kprobe
+# The kprobe + kretprobe path, forced, for the capability explanations,
+# with syscalls seen through the raw tracepoints (the fallback).
+export NSTRACE_CAP_HOOK=kprobe NSTRACE_SYSCALL_HOOK=raw_syscalls
 @NSTRACE@ doctor
 for t in $(grep /explain- /tests); do
   echo \"NSTRACE-VM-TEST $t (kprobe)\"
@@ -461,9 +476,13 @@ fn parse_console(text: &str) -> GuestResult {
             r.release = rel.trim().to_string();
         } else if line.trim_end() == "capability checks:" {
             section = "cap";
+        } else if line.trim_end() == "syscalls:" {
+            section = "syscalls";
         } else if let Some(h) = line.trim().strip_prefix("in use:") {
-            if section == "cap" {
-                r.cap_hooks.push(h.trim().to_string());
+            match section {
+                "cap" => r.cap_hooks.push(h.trim().to_string()),
+                "syscalls" => r.syscall_hooks.push(h.trim().to_string()),
+                _ => {}
             }
             section = "";
         } else if let Some(t) = line.strip_prefix("NSTRACE-VM-TEST ") {
@@ -496,7 +515,8 @@ mod tests {
     #[test]
     fn console_report_is_read() {
         let text = "\u{1b}c\u{1b}[?7lNSTRACE-VM-BEGIN 6.1.0-56-cloud-amd64\n\
-                    kernel 6.1.0-56-cloud-amd64\ncapability checks:\n  in use:  fexit cap_capable\n\
+                    kernel 6.1.0-56-cloud-amd64\nsyscalls:\n  in use:  tracepoints syscalls:x\n\
+                    capability checks:\n  in use:  fexit cap_capable\n\
                     kernel log lines:\n  in use:  tracepoint printk:console\n\
                     NSTRACE-VM-TEST /x/trace-1\n\
                     test result: ok. 19 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n\
@@ -506,6 +526,7 @@ mod tests {
         let r = parse_console(text);
         assert_eq!(r.release, "6.1.0-56-cloud-amd64");
         assert_eq!(r.cap_hooks, vec!["fexit cap_capable".to_string()]);
+        assert_eq!(r.syscall_hooks, vec!["tracepoints syscalls:x".to_string()]);
         assert_eq!((r.passed, r.failed), (37, 1));
         assert_eq!(r.binaries_failed, vec!["/x/explain-2".to_string()]);
         assert!(r.finished);

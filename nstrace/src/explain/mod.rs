@@ -176,6 +176,9 @@ pub struct Hooks {
     /// How capability checks were observed (`tracepoint`, `fexit`,
     /// `kprobe`), when they were.
     pub cap_via: Option<&'static str>,
+    /// How syscalls were observed (`syscall_events`, `raw_syscalls`); it
+    /// changes no explanation, only what tracing cost.
+    pub syscalls_via: Option<&'static str>,
 }
 
 /// What a rule sees.

@@ -1187,6 +1187,7 @@ mod tests {
         cap: true,
         klog: true,
         cap_via: Some("fexit"),
+        syscalls_via: Some("syscall_events"),
     };
 
     fn cap(seq: u64, allowed: bool, target: UserNsInfo, cred_ns: UserNsInfo) -> Decision {

@@ -51,7 +51,12 @@ impl<W: Write> Sink for NdjsonSink<W> {
             "comm": "",
             "nstrace": env!("CARGO_PKG_VERSION"),
             "kernel": info.kernel,
-            "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog, "cap_via": info.hooks.cap_via},
+            "hooks": {
+                "cap": info.hooks.cap,
+                "klog": info.hooks.klog,
+                "cap_via": info.hooks.cap_via,
+                "syscalls_via": info.hooks.syscalls_via,
+            },
         });
         self.write_value(&v)?;
         self.out.flush()

@@ -1,0 +1,190 @@
+//! How syscalls are hooked, checked with the kernel's own counters: with
+//! the per-syscall trace events, a syscall nstrace does not trace runs no
+//! BPF program at all; with the raw tracepoints (the fallback), every
+//! syscall of the system runs one. And both ways see the same calls.
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The benchmark helper: `noise N` makes N getppid(2) and N stat(2) calls.
+const BENCH: &str = env!("CARGO_BIN_EXE_nstrace-bench");
+
+/// The tests here count programs by name: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Turns on the kernel's per-program run counts for as long as the fd lives.
+fn stats_on() -> OwnedFd {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS")
+}
+
+/// Ids of the loaded programs named `name`.
+fn programs_named(name: &str) -> HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Runs `nstrace -- sh -c 'nstrace-bench noise N; touch F; sleep 3'` with
+/// `hook` forced, and once F exists returns the start line and the run
+/// count of each of its syscall programs (those named `sys_enter`,
+/// `sys_exit`, `syscall_enter`, `syscall_exit` that were not loaded before).
+fn run_counts_under(hook: &str, calls: u64) -> (Value, Vec<(String, u64)>) {
+    let names = ["sys_enter", "sys_exit", "syscall_enter", "syscall_exit"];
+    let before: HashSet<u32> = names.iter().flat_map(|n| programs_named(n)).collect();
+    let scratch = Scratch::new("hooks");
+    let done = scratch.path("done");
+    let out = scratch.path("t.ndjson");
+    let mut child = Command::new(NSTRACE)
+        .env("NSTRACE_SYSCALL_HOOK", hook)
+        .args(["--format", "ndjson", "-o"])
+        .arg(&out)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "{BENCH} noise {calls} >/dev/null; touch {}; sleep 3",
+            done.display()
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done.exists() {
+        assert!(Instant::now() < deadline, "the noise never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let counts: Vec<(String, u64)> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| !before.contains(&p.id()))
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            names
+                .contains(&name.as_str())
+                .then(|| (name, p.run_count()))
+        })
+        .collect();
+    eprintln!("{hook}: run counts after {calls} getppid + {calls} stat: {counts:?}");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let start: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    (start, counts)
+}
+
+#[test]
+fn untraced_syscalls_run_no_program_with_syscall_events() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let _stats = stats_on();
+    let calls = 100_000;
+    let (start, counts) = run_counts_under("syscall_events", calls);
+    assert_eq!(start["hooks"]["syscalls_via"], "syscall_events", "{start}");
+    let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["syscall_enter", "syscall_exit"], "{counts:?}");
+    // 200,000 getppid and stat calls; what ran is the traced calls of the
+    // whole system meanwhile (a few forks; other tests' mounts).
+    for (name, n) in &counts {
+        assert!(*n < calls / 10, "{name} ran {n} times: {counts:?}");
+    }
+
+    // The fallback: every syscall runs the programs.
+    let (start, counts) = run_counts_under("raw_syscalls", calls);
+    assert_eq!(start["hooks"]["syscalls_via"], "raw_syscalls", "{start}");
+    let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["sys_enter", "sys_exit"], "{counts:?}");
+    for (name, n) in &counts {
+        assert!(*n >= 2 * calls, "{name} ran only {n} times: {counts:?}");
+    }
+}
+
+/// Runs `nstrace --format ndjson -o FILE -- cmd...` with `hook` forced.
+fn trace_hooked(hook: &str, cmd: &[&str]) -> Trace {
+    let scratch = Scratch::new("out");
+    let out = scratch.path("trace.ndjson");
+    let output = Command::new("timeout")
+        .args(["-k", "5", TIMEOUT, NSTRACE])
+        .env("NSTRACE_SYSCALL_HOOK", hook)
+        .args(["--format", "ndjson", "-o"])
+        .arg(&out)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nstrace");
+    finish(output, &out)
+}
+
+/// Each way of hooking syscalls records every call the program made, with
+/// the result it got (the program prints `CALL RET ERRNO` for each), and
+/// the two ways record the same arguments.
+#[test]
+fn both_syscall_hooks_record_what_the_program_saw() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let mut args_seen = Vec::new();
+    for hook in ["syscall_events", "raw_syscalls"] {
+        let dir = Scratch::new("newapi");
+        let d = dir.0.to_string_lossy().into_owned();
+        let t = trace_hooked(hook, &[EXERCISE, "new-mount-api", &d]);
+        assert_eq!(t.code, Some(0), "{}", t.dump());
+        assert_eq!(t.lines[0]["hooks"]["syscalls_via"], hook, "{}", t.dump());
+        let printed: Vec<(String, i64)> = t
+            .stdout
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [call, ret, _] => Some((call.to_string(), ret.parse().ok()?)),
+                _ => None,
+            })
+            .collect();
+        assert!(printed.len() >= 10, "{}", t.stdout);
+        let pid = t.exec_of("nstrace-exercise")["pid"].clone();
+        let traced: Vec<&Value> = t
+            .of_type("syscall")
+            .into_iter()
+            .filter(|l| l["pid"] == pid)
+            .collect();
+        let recorded: Vec<(String, i64)> = traced
+            .iter()
+            .map(|l| {
+                (
+                    l["syscall"].as_str().unwrap().to_string(),
+                    l["ret"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(recorded, printed, "{hook}: {}", t.dump());
+        // Strings and flags (pointers differ between runs, the scratch
+        // directory too).
+        let args: Vec<Value> = traced
+            .iter()
+            .map(|l| {
+                let mut a = l["args"].clone();
+                if let Some(m) = a.as_object_mut() {
+                    m.retain(|_, v| !v.is_string() || !v.as_str().unwrap().contains(&d));
+                    m.retain(|_, v| !v.is_number());
+                }
+                a
+            })
+            .collect();
+        args_seen.push(args);
+    }
+    assert_eq!(args_seen[0], args_seen[1]);
+}

@@ -373,6 +373,16 @@ fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
     entry
 }
 
+/// `BPF_RB_NO_WAKEUP`: submit without waking the reader. For capability
+/// checks, which come only during a traced call, whose exit record follows
+/// with [`FORCE_WAKEUP`]: a fork makes a dozen checks, and the reader is
+/// then woken once for the lot.
+const NO_WAKEUP: u64 = 1;
+/// `BPF_RB_FORCE_WAKEUP`, for syscall records. Without flags the kernel
+/// wakes the reader only if it has read everything before the record, which
+/// is not so after a record submitted with [`NO_WAKEUP`].
+const FORCE_WAKEUP: u64 = 2;
+
 /// Fills the header of a reserved record, which carries the losses this
 /// CPU has not reported yet.
 #[inline(always)]
@@ -757,7 +767,7 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
         read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
-        if EVENTS.output::<SyscallRecord>(&*rec, 0).is_err() {
+        if EVENTS.output::<SyscallRecord>(&*rec, FORCE_WAKEUP).is_err() {
             count_lost(lost);
         }
     }
@@ -1019,7 +1029,7 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
         addr_of_mut!((*rec).euid).write(kread0(cred, o.cred_euid));
         addr_of_mut!((*rec)._pad).write(0);
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
 }
 
 /// `cap_capable(const struct cred *cred, struct user_namespace *target_ns,

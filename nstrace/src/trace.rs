@@ -598,7 +598,11 @@ impl Session {
                     }
                     last_check = Instant::now() - Duration::from_secs(1);
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    // Records submitted without a wakeup (capability checks,
+                    // forks) whose follower has not come yet.
+                    self.pipeline.drain(ring.get_mut());
+                }
             }
             if self.pipeline.broken {
                 break End::OutputBroken;

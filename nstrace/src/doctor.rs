@@ -129,6 +129,7 @@ pub fn report(
                     "point": r.point,
                     "attached": r.attached,
                     "also_loads": r.also_loads,
+                    "gaps": r.gaps,
                     "refused": r.refused.iter().map(|(h, e)| json!({"hook": h, "error": e})).collect::<Vec<_>>(),
                 })
             })
@@ -160,6 +161,9 @@ pub fn report(
         match r.attached {
             Some(h) => writeln!(out, "  in use:  {h}")?,
             None => writeln!(out, "  in use:  none")?,
+        }
+        for g in &r.gaps {
+            writeln!(out, "  gap:     {g}")?;
         }
         for h in &r.also_loads {
             writeln!(out, "  loads:   {h} (not needed)")?;

@@ -66,6 +66,13 @@ pub fn events_dir() -> Option<PathBuf> {
         .find(|d| d.join("sys_enter_mount").is_dir())
 }
 
+/// Whether the kernel has the entry and exit events of syscall `event`
+/// (it has none for a syscall it does not implement).
+pub fn has_event(dir: &Path, event: &str) -> bool {
+    dir.join(format!("sys_enter_{event}")).is_dir()
+        && dir.join(format!("sys_exit_{event}")).is_dir()
+}
+
 /// Checks that the records have the layout the programs read: `int
 /// __syscall_nr` at byte 8, `args[0]` at 16 (entry) and `long ret` at 16
 /// (exit). It has been so since syscall events exist; this guards the day

@@ -79,6 +79,11 @@ tracepoint:sched:sched_process_fork /comm == "nstrace-bench"/ { printf("%d fork 
 tracepoint:sched:sched_process_exit /comm == "nstrace-bench"/ { printf("%d exit\n", pid); }
 "#;
 
+/// A tracer that only enables one syscall event the workload never makes:
+/// what any syscall-tracepoint tracer costs the other syscalls (the kernel
+/// then takes its syscall slow path for every task).
+const IDLE_SCRIPT: &str = "tracepoint:syscalls:sys_enter_pivot_root { @ = count(); }";
+
 /// Where the binaries and scratch files are.
 struct Env {
     nstrace: PathBuf,
@@ -247,14 +252,19 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
                 out("strace"),
                 "--".into(),
             ],
-            "bpftrace" => {
+            "bpftrace" | "bpftrace, one idle syscall event" => {
+                let script = if base == "bpftrace" {
+                    BPFTRACE_SCRIPT
+                } else {
+                    IDLE_SCRIPT
+                };
                 let mut a: Argv = vec![
                     "bpftrace".into(),
                     "-q".into(),
                     "-o".into(),
                     out("bpftrace"),
                     "-e".into(),
-                    BPFTRACE_SCRIPT.into(),
+                    script.into(),
                     "-c".into(),
                 ];
                 a.push(workload.join(" "));
@@ -359,7 +369,11 @@ fn unrelated_work(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     let v = variants(
         env,
         &workload,
-        &["nstrace --all", "nstrace --all (raw_syscalls)"],
+        &[
+            "nstrace --all",
+            "nstrace --all (raw_syscalls)",
+            "bpftrace, one idle syscall event",
+        ],
     );
     let results = side_by_side(env, "2-noise", &v, plan.reps, "noise", 2)?;
     let calls = results[0].2.first().copied().unwrap_or(0);

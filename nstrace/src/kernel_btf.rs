@@ -87,14 +87,14 @@ pub enum BtfError {
 pub const CACHE_DIR: &str = "/var/cache/nstrace";
 
 /// First line of a cache file; a new layout gets a new version.
-const CACHE_MAGIC: &[u8; 16] = b"nstrace-offs-v1\n";
+const CACHE_MAGIC: &[u8; 16] = b"nstrace-offs-v2\n";
 
 /// The offsets the programs need, from the BTF at `path`, through a cache.
 ///
 /// Parsing all of vmlinux BTF costs most of nstrace's start-up (about 0.2 s),
-/// and its result only depends on the BTF's bytes. So the result is stored
-/// under [`CACHE_DIR`] keyed by a hash of those bytes (and of this build of
-/// nstrace and the size of [`Offsets`]). A cache file is used only if it is a
+/// and its result only depends on the BTF. So the result is stored under
+/// [`CACHE_DIR`] keyed by the identity of that file in this boot (and of
+/// this build of nstrace and the size of [`Offsets`]; see `cache_key`). A cache file is used only if it is a
 /// regular file owned by root (or by us) that nobody else can write, with the
 /// right magic, key and length; anything else is ignored and rewritten. A
 /// cache that cannot be written is no error: the offsets are then resolved
@@ -111,34 +111,48 @@ fn offsets_cached_in(path: &Path, dir: &Path) -> Result<(Offsets, Vec<String>), 
         path: path.display().to_string(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(|e| open_err(btf_rs::Error::IO(e)))?;
-    let key = cache_key(&bytes);
-    let file = dir.join(format!("offsets-{key:016x}"));
-    if let Some(hit) = read_cache(&file, key) {
+    let key = cache_key(path);
+    let file = key.map(|k| (k, dir.join(format!("offsets-{k:016x}"))));
+    if let Some(hit) = file.as_ref().and_then(|(k, f)| read_cache(f, *k)) {
         return Ok(hit);
     }
+    let bytes = std::fs::read(path).map_err(|e| open_err(btf_rs::Error::IO(e)))?;
     let btf = Btf::from_bytes(&bytes).map_err(open_err)?;
     let resolved = KernelBtf { btf }.offsets();
-    write_cache(dir, &file, key, &resolved);
+    if let Some((k, f)) = &file {
+        write_cache(dir, f, *k, &resolved);
+    }
     Ok(resolved)
 }
 
-/// Hash of the BTF bytes, this nstrace binary and the layout of [`Offsets`].
-fn cache_key(btf: &[u8]) -> u64 {
+/// A hash identifying the BTF at `path`, this nstrace binary and the layout
+/// of [`Offsets`], from metadata only (reading and hashing 5 MB of BTF and
+/// the binary cost more than the rest of the lookup): this boot's id (the
+/// running kernel's BTF cannot change until the next boot) and the device,
+/// inode, size and modification time of both files. `None` if any is
+/// unreadable: no cache then.
+fn cache_key(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
     // SipHash with fixed keys: stable across runs of the same build, which
-    // is all the key needs. The binary itself is part of it, so that a
-    // rebuilt nstrace (whose resolution may differ under the same version)
-    // never reads an older build's offsets.
+    // is all the key needs.
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     h.write(env!("CARGO_PKG_VERSION").as_bytes());
-    if let Ok(exe) = std::fs::read("/proc/self/exe") {
-        h.write(&exe);
+    h.write(
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()?
+            .as_bytes(),
+    );
+    for file in [path, Path::new("/proc/self/exe")] {
+        let m = std::fs::metadata(file).ok()?;
+        for v in [m.dev(), m.ino(), m.size()] {
+            h.write_u64(v);
+        }
+        h.write_i64(m.mtime());
+        h.write_i64(m.mtime_nsec());
     }
     h.write_usize(std::mem::size_of::<Offsets>());
-    h.write_usize(btf.len());
-    h.write(btf);
-    h.finish()
+    Some(h.finish())
 }
 
 fn offsets_bytes(o: &Offsets) -> &[u8] {
@@ -525,7 +539,7 @@ mod tests {
         let mut data = std::fs::read(&files[0]).unwrap();
         data[CACHE_MAGIC.len()] ^= 0xff;
         std::fs::write(&files[0], &data).unwrap();
-        let key = cache_key(&std::fs::read(VMLINUX_BTF).unwrap());
+        let key = cache_key(Path::new(VMLINUX_BTF)).unwrap();
         assert!(read_cache(&files[0], key).is_none());
         // A file others may write is not trusted either.
         use std::os::unix::fs::PermissionsExt;

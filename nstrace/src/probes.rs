@@ -245,9 +245,10 @@ impl Probes {
     }
 
     fn attach(&mut self, opts: &ProbeOptions) -> Result<(), ProbeError> {
+        preload(&mut self.ebpf);
         for (prog, tp) in HOOKS {
             let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
-            p.load().map_err(|e| prog_err(format!("load {prog}"), e))?;
+            load_once(p).map_err(|e| prog_err(format!("load {prog}"), e))?;
             let id = p
                 .attach(tp)
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
@@ -370,7 +371,7 @@ impl Probes {
         let mut fds = Vec::new();
         for name in [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT] {
             let p: &mut TracePoint = program(&mut self.ebpf, name).map_err(|e| e.to_string())?;
-            p.load().map_err(|e| first_line(&e))?;
+            load_once(p).map_err(|e| first_line(&e))?;
             let fd = p.fd().map_err(|e| first_line(&e))?;
             fds.push(fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?);
         }
@@ -396,8 +397,7 @@ impl Probes {
     /// line of the error otherwise.
     fn attach_raw(&mut self, prog: &'static str, tp: &str) -> Result<(), String> {
         let p: &mut RawTracePoint = program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
-        let id = p
-            .load()
+        let id = load_once(p)
             .and_then(|()| p.attach(tp))
             .map_err(|e| first_line(&e))?;
         self.links.push((prog, Link::Raw(id)));
@@ -679,6 +679,74 @@ fn process_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// A program that attaches without a target at load time.
+trait Loadable {
+    fn is_loaded(&self) -> bool;
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+impl Loadable for RawTracePoint {
+    fn is_loaded(&self) -> bool {
+        self.fd().is_ok()
+    }
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+impl Loadable for TracePoint {
+    fn is_loaded(&self) -> bool {
+        self.fd().is_ok()
+    }
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+/// Loads `p` unless [`preload`] already did.
+fn load_once<P: Loadable>(p: &mut P) -> Result<(), aya::programs::ProgramError> {
+    if p.is_loaded() {
+        Ok(())
+    } else {
+        p.load_it()
+    }
+}
+
+/// Loads, each on a thread of its own, the programs a trace attaches on
+/// most kernels: the verifier takes most of nstrace's start-up (about 60 ms
+/// for the two syscall programs here), and it runs in the loading thread,
+/// so two cores halve it. A program that fails here is loaded again where
+/// it is attached, which reports the error (or takes another hook).
+fn preload(ebpf: &mut Ebpf) {
+    use aya::programs::Program;
+    let syscalls = match std::env::var("NSTRACE_SYSCALL_HOOK").as_deref() {
+        Ok("raw_syscalls") => [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT],
+        _ => [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT],
+    };
+    let wanted: Vec<&str> = HOOKS
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(syscalls)
+        .chain([names::PROG_CAP, names::PROG_KLOG])
+        .collect();
+    std::thread::scope(|scope| {
+        for (name, prog) in ebpf.programs_mut() {
+            if !wanted.contains(&name) {
+                continue;
+            }
+            scope.spawn(move || match prog {
+                Program::RawTracePoint(p) => {
+                    let _ = load_once(p);
+                }
+                Program::TracePoint(p) => {
+                    let _ = load_once(p);
+                }
+                _ => {}
+            });
+        }
+    });
 }
 
 fn fill_arg_specs(ebpf: &mut Ebpf) -> Result<(), ProbeError> {

@@ -212,6 +212,9 @@ fn closer(keep: &[RawFd], rx: RawFd) -> ! {
         if libc::fork() != 0 {
             libc::_exit(0);
         }
+        // Its command line stays nstrace's (changing it needs
+        // CAP_SYS_RESOURCE); the name says what it is.
+        libc::prctl(libc::PR_SET_NAME, c"nstrace-release".as_ptr());
         for fd in 0..last {
             if fd != rx && !keep.contains(&fd) {
                 libc::close(fd);

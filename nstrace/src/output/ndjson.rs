@@ -4,11 +4,11 @@
 
 use std::io::{self, Write};
 
-use serde_json::{json, Map, Value};
-
+use super::json::{write_hex, Obj, ToJson};
 use super::{Sink, StartInfo, Summary};
+use crate::containers::Container;
 use crate::errnos::{capability_name, errno_name, signal_name};
-use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, NS_NAMES};
+use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, TargetMount, NS_NAMES};
 use crate::explain::{Evidence, Explanation};
 use crate::model::Annotated;
 use nstrace_common::{NsIds, TaskState, UserNsInfo};
@@ -31,9 +31,8 @@ impl<W: Write> NdjsonSink<W> {
         }
     }
 
-    fn write_value(&mut self, v: &Value) -> io::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, v).map_err(io::Error::other)?;
+    /// Writes the line in `self.line` with its newline.
+    fn write_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
@@ -41,19 +40,24 @@ impl<W: Write> NdjsonSink<W> {
 
 impl<W: Write> Sink for NdjsonSink<W> {
     fn start(&mut self, info: &StartInfo) -> io::Result<()> {
-        let v = json!({
-            "v": FORMAT_VERSION,
-            "seq": info.seq,
-            "type": "start",
-            "ts_ns": info.ts_ns,
-            "pid": 0,
-            "tid": 0,
-            "comm": "",
-            "nstrace": env!("CARGO_PKG_VERSION"),
-            "kernel": info.kernel,
-            "hooks": {"cap": info.hooks.cap, "klog": info.hooks.klog, "cap_via": info.hooks.cap_via},
-        });
-        self.write_value(&v)?;
+        self.line.clear();
+        let mut m = Obj::new(&mut self.line);
+        m.field("v", &FORMAT_VERSION)?;
+        m.field("seq", &info.seq)?;
+        m.field("type", "start")?;
+        m.field("ts_ns", &info.ts_ns)?;
+        m.field("pid", &0u32)?;
+        m.field("tid", &0u32)?;
+        m.field("comm", "")?;
+        m.field("nstrace", env!("CARGO_PKG_VERSION"))?;
+        m.field("kernel", &info.kernel)?;
+        let mut h = Obj::new(m.key("hooks"));
+        h.field("cap", &info.hooks.cap)?;
+        h.field("klog", &info.hooks.klog)?;
+        h.field("cap_via", &info.hooks.cap_via)?;
+        h.end();
+        m.end();
+        self.write_line()?;
         self.out.flush()
     }
 
@@ -62,45 +66,41 @@ impl<W: Write> Sink for NdjsonSink<W> {
     }
 
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
-        let mut v = event_json(&ev.event);
-        if let Value::Object(m) = &mut v {
-            if let Some(c) = &ev.container {
-                m.insert("container".into(), container_json(c));
-            }
-            if let Some(e) = &ev.explanation {
-                m.insert("explanation".into(), explanation_json(e));
-            }
-        }
-        self.write_value(&v)
+        self.line.clear();
+        write_event(
+            &mut self.line,
+            &ev.event,
+            ev.container.as_ref(),
+            ev.explanation.as_ref(),
+        )?;
+        self.write_line()
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        let v = json!({
-            "v": FORMAT_VERSION,
-            "seq": s.seq,
-            "type": "summary",
-            "ts_ns": s.ts_ns,
-            "pid": 0,
-            "tid": 0,
-            "comm": "",
-            "events": s.counts.events,
-            "syscalls": s.counts.syscalls,
-            "failed": s.counts.failed,
-            "processes": s.counts.processes,
-            "lost": s.counts.lost,
-            "exit_code": s.exit_code,
-        });
-        self.write_value(&v)?;
+        self.line.clear();
+        let mut m = Obj::new(&mut self.line);
+        m.field("v", &FORMAT_VERSION)?;
+        m.field("seq", &s.seq)?;
+        m.field("type", "summary")?;
+        m.field("ts_ns", &s.ts_ns)?;
+        m.field("pid", &0u32)?;
+        m.field("tid", &0u32)?;
+        m.field("comm", "")?;
+        m.field("events", &s.counts.events)?;
+        m.field("syscalls", &s.counts.syscalls)?;
+        m.field("failed", &s.counts.failed)?;
+        m.field("processes", &s.counts.processes)?;
+        m.field("lost", &s.counts.lost)?;
+        m.field("exit_code", &s.exit_code)?;
+        m.end();
+        self.write_line()?;
         self.out.flush()
     }
 }
 
-/// The JSON object of one event.
-pub fn event_json(ev: &Event) -> Value {
-    let mut m = Map::new();
-    m.insert("v".into(), json!(FORMAT_VERSION));
-    m.insert("seq".into(), json!(ev.seq));
-    let ty = match &ev.kind {
+/// The line type of an event.
+fn type_name(kind: &EventKind) -> &'static str {
+    match kind {
         EventKind::Syscall(_) => "syscall",
         EventKind::Fork { .. } => "fork",
         EventKind::Exec { .. } => "exec",
@@ -110,72 +110,103 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Klog { .. } => "klog",
         EventKind::Mounts { .. } => "mounts",
         EventKind::Container(_) => "container",
-    };
-    m.insert("type".into(), json!(ty));
-    m.insert("ts_ns".into(), json!(ev.ts_ns));
-    m.insert("pid".into(), json!(ev.pid));
-    m.insert("tid".into(), json!(ev.tid));
-    m.insert("comm".into(), json!(ev.comm));
+    }
+}
+
+/// Appends the JSON object of one event (without a newline) to `out`, with
+/// the container the process belongs to and the explanation of a failed
+/// call. For a `container` event, `container` (when given) is what its
+/// `container` member shows.
+pub fn write_event(
+    out: &mut Vec<u8>,
+    ev: &Event,
+    container: Option<&Container>,
+    explanation: Option<&Explanation>,
+) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field("v", &FORMAT_VERSION)?;
+    m.field("seq", &ev.seq)?;
+    m.field("type", type_name(&ev.kind))?;
+    m.field("ts_ns", &ev.ts_ns)?;
+    m.field("pid", &ev.pid)?;
+    m.field("tid", &ev.tid)?;
+    m.field("comm", &ev.comm)?;
+    // A container event shows its container in the place of the member
+    // every other event has at the end.
+    let mut trailing_container = container;
     match &ev.kind {
         EventKind::Container(c) => {
-            m.insert("container".into(), container_json(c));
+            write_container(m.key("container"), container.unwrap_or(c))?;
+            trailing_container = None;
         }
         EventKind::Syscall(sc) => {
-            m.insert("syscall".into(), json!(sc.name));
-            let mut args = Map::new();
-            let mut truncated = Vec::new();
+            m.field("syscall", &sc.name)?;
+            let mut args = Obj::new(m.key("args"));
             for (name, value) in &sc.args {
-                if matches!(
-                    value,
+                write_arg(args.key(name), value)?;
+            }
+            args.end();
+            m.field("ret", &sc.user_ret())?;
+            let errno = m.key("errno");
+            match sc.errno() {
+                Some(e) => match errno_name(e) {
+                    Some(name) => name.write_json(errno)?,
+                    None => e.to_string().write_json(errno)?,
+                },
+                None => None::<u32>.write_json(errno)?,
+            }
+            write_ns(m.key("ns"), &sc.ns)?;
+            if let Some(before) = &sc.ns_before {
+                write_ns(m.key("ns_before"), before)?;
+            }
+            m.field("duration_ns", &sc.duration_ns)?;
+            write_state(m.key("state"), &sc.state)?;
+            if let Some(ns) = sc.fd_ns {
+                m.field("fd_ns", &ns.inum)?;
+                if let Some(kind) = ns.kind {
+                    m.field("fd_ns_type", kind)?;
+                }
+                if let Some(level) = ns.level {
+                    m.field("fd_ns_level", &level)?;
+                }
+            }
+            if !sc.targets.is_empty() {
+                let list = m.key("targets");
+                list.push(b'[');
+                for (i, t) in sc.targets.iter().enumerate() {
+                    if i > 0 {
+                        list.push(b',');
+                    }
+                    write_target(list, t)?;
+                }
+                list.push(b']');
+            }
+            if sc.no_entry {
+                m.field("no_entry", &true)?;
+            }
+            let mut truncated = sc.args.iter().filter(|(_, v)| {
+                matches!(
+                    v,
                     ArgValue::Str {
                         truncated: true,
                         ..
                     }
-                ) {
-                    truncated.push(*name);
+                )
+            });
+            if let Some((first, _)) = truncated.next() {
+                let list = m.key("truncated");
+                list.push(b'[');
+                first.write_json(list)?;
+                for (name, _) in truncated {
+                    list.push(b',');
+                    name.write_json(list)?;
                 }
-                args.insert((*name).into(), arg_json(value));
-            }
-            m.insert("args".into(), Value::Object(args));
-            m.insert("ret".into(), json!(sc.user_ret()));
-            m.insert(
-                "errno".into(),
-                match sc.errno() {
-                    Some(e) => json!(errno_name(e).map_or_else(|| e.to_string(), String::from)),
-                    None => Value::Null,
-                },
-            );
-            m.insert("ns".into(), ns_json(&sc.ns));
-            if let Some(before) = &sc.ns_before {
-                m.insert("ns_before".into(), ns_json(before));
-            }
-            m.insert("duration_ns".into(), json!(sc.duration_ns));
-            m.insert("state".into(), state_json(&sc.state));
-            if let Some(ns) = sc.fd_ns {
-                m.insert("fd_ns".into(), json!(ns.inum));
-                if let Some(kind) = ns.kind {
-                    m.insert("fd_ns_type".into(), json!(kind));
-                }
-                if let Some(level) = ns.level {
-                    m.insert("fd_ns_level".into(), json!(level));
-                }
-            }
-            if !sc.targets.is_empty() {
-                m.insert(
-                    "targets".into(),
-                    sc.targets.iter().map(target_json).collect::<Value>(),
-                );
-            }
-            if sc.no_entry {
-                m.insert("no_entry".into(), json!(true));
-            }
-            if !truncated.is_empty() {
-                m.insert("truncated".into(), json!(truncated));
+                list.push(b']');
             }
         }
         EventKind::Fork { ppid, ns } => {
-            m.insert("ppid".into(), json!(ppid));
-            m.insert("ns".into(), ns_json(ns));
+            m.field("ppid", ppid)?;
+            write_ns(m.key("ns"), ns)?;
         }
         EventKind::Exec {
             ppid,
@@ -185,32 +216,37 @@ pub fn event_json(ev: &Event) -> Value {
             ns,
             adopted,
         } => {
-            m.insert("ppid".into(), json!(ppid));
-            m.insert("filename".into(), json!(filename));
-            m.insert("argv".into(), json!(argv));
+            m.field("ppid", ppid)?;
+            m.field("filename", filename)?;
+            m.field("argv", argv)?;
             if *argv_truncated {
-                m.insert("argv_truncated".into(), json!(true));
+                m.field("argv_truncated", &true)?;
             }
-            m.insert("ns".into(), ns_json(ns));
+            write_ns(m.key("ns"), ns)?;
             if *adopted {
-                m.insert("adopted".into(), json!(true));
+                m.field("adopted", &true)?;
             }
         }
         EventKind::Exit { ppid, status } => {
-            m.insert("ppid".into(), json!(ppid));
-            let (code, signal, core) = match *status {
-                ExitStatus::Exited(c) => (json!(c), Value::Null, false),
+            m.field("ppid", ppid)?;
+            match *status {
+                ExitStatus::Exited(c) => {
+                    m.field("exit_code", &c)?;
+                    m.field("signal", &None::<u32>)?;
+                    m.field("core_dumped", &false)?;
+                }
                 ExitStatus::Signaled {
                     signal,
                     core_dumped,
-                } => (Value::Null, json!(signal_name(signal)), core_dumped),
-            };
-            m.insert("exit_code".into(), code);
-            m.insert("signal".into(), signal);
-            m.insert("core_dumped".into(), json!(core));
+                } => {
+                    m.field("exit_code", &None::<u32>)?;
+                    m.field("signal", &signal_name(signal))?;
+                    m.field("core_dumped", &core_dumped)?;
+                }
+            }
         }
         EventKind::Lost { count } => {
-            m.insert("count".into(), json!(count));
+            m.field("count", count)?;
         }
         EventKind::Cap(CapCheck {
             cap,
@@ -219,14 +255,14 @@ pub fn event_json(ev: &Event) -> Value {
             cred_ns,
             euid,
         }) => {
-            m.insert("cap".into(), json!(capability_name(*cap)));
-            m.insert("allowed".into(), json!(allowed));
-            m.insert("user_ns".into(), userns_json(target));
-            m.insert("cred_user_ns".into(), userns_json(cred_ns));
-            m.insert("euid".into(), json!(euid));
+            m.field("cap", &capability_name(*cap))?;
+            m.field("allowed", allowed)?;
+            write_userns(m.key("user_ns"), target)?;
+            write_userns(m.key("cred_user_ns"), cred_ns)?;
+            m.field("euid", euid)?;
         }
         EventKind::Klog { text } => {
-            m.insert("text".into(), json!(text));
+            m.field("text", text)?;
         }
         EventKind::Mounts {
             mnt_ns,
@@ -236,149 +272,198 @@ pub fn event_json(ev: &Event) -> Value {
             from_source,
             mounts,
         } => {
-            m.insert(
-                "read_from".into(),
-                json!(if *from_source { "source" } else { "new" }),
-            );
-            m.insert("mnt_ns".into(), json!(mnt_ns));
-            m.insert("user_ns".into(), json!(user_ns));
-            m.insert("locked".into(), json!(locked));
-            m.insert("created_by".into(), json!(created_by));
-            let list: Vec<Value> = mounts
-                .iter()
-                .map(|mt| {
-                    json!({
-                        "id": mt.id,
-                        "parent": mt.parent,
-                        "root": mt.root,
-                        "mountpoint": mt.mountpoint,
-                        "options": mt.options,
-                        "fstype": mt.fstype,
-                        "source": mt.source,
-                        "kernel": mt.kernel.map(|k| json!({
-                            "flags": k.flags,
-                            "locked": k.locked(),
-                            "locks": k.locks(),
-                        })),
-                    })
-                })
-                .collect();
-            m.insert("mounts".into(), Value::Array(list));
+            m.field("read_from", if *from_source { "source" } else { "new" })?;
+            m.field("mnt_ns", mnt_ns)?;
+            m.field("user_ns", user_ns)?;
+            m.field("locked", locked)?;
+            m.field("created_by", created_by)?;
+            let list = m.key("mounts");
+            list.push(b'[');
+            for (i, mt) in mounts.iter().enumerate() {
+                if i > 0 {
+                    list.push(b',');
+                }
+                let mut o = Obj::new(list);
+                o.field("id", &mt.id)?;
+                o.field("parent", &mt.parent)?;
+                o.field("root", &mt.root)?;
+                o.field("mountpoint", &mt.mountpoint)?;
+                o.field("options", &mt.options)?;
+                o.field("fstype", &mt.fstype)?;
+                o.field("source", &mt.source)?;
+                match mt.kernel {
+                    Some(k) => {
+                        let mut ko = Obj::new(o.key("kernel"));
+                        ko.field("flags", &k.flags)?;
+                        ko.field("locked", &k.locked())?;
+                        ko.field("locks", &k.locks())?;
+                        ko.end();
+                    }
+                    None => o.field("kernel", &None::<u32>)?,
+                }
+                o.end();
+            }
+            list.push(b']');
         }
     }
-    Value::Object(m)
+    if let Some(c) = trailing_container {
+        write_container(m.key("container"), c)?;
+    }
+    if let Some(e) = explanation {
+        write_explanation(m.key("explanation"), e)?;
+    }
+    m.end();
+    Ok(())
 }
 
 /// `{"inum": N, "level": N, "owner": UID, "parent": N}`.
-pub fn userns_json(u: &UserNsInfo) -> Value {
-    json!({"inum": u.inum, "level": u.level, "owner": u.owner, "parent": u.parent})
+fn write_userns(out: &mut Vec<u8>, u: &UserNsInfo) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field("inum", &u.inum)?;
+    m.field("level", &u.level)?;
+    m.field("owner", &u.owner)?;
+    m.field("parent", &u.parent)?;
+    m.end();
+    Ok(())
 }
 
 /// `{"id", "runtime", "engine"?, "init_pid"?}`.
-pub fn container_json(c: &crate::containers::Container) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(c.id));
-    m.insert("runtime".into(), json!(c.runtime));
+fn write_container(out: &mut Vec<u8>, c: &Container) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field("id", &c.id)?;
+    m.field("runtime", &c.runtime)?;
     if let Some(e) = &c.engine {
-        m.insert("engine".into(), json!(e));
+        m.field("engine", e)?;
     }
     if let Some(p) = c.init_pid {
-        m.insert("init_pid".into(), json!(p));
+        m.field("init_pid", &p)?;
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
 
 /// A path argument of a failed call resolved to its mount.
-pub fn target_json(t: &crate::event::TargetMount) -> Value {
-    json!({
-        "arg": t.arg,
-        "path": t.path,
-        "mnt_id": t.mnt_id,
-        "parent_id": t.parent_id,
-        "mnt_ns": t.mnt_ns,
-        "mount_root": t.mount_root,
-        "shared": t.shared,
-        "parent_shared": t.parent_shared,
-        "mnt_flags": format!("{:#x}", t.flags),
-        "via_pid": t.via_pid,
-    })
+fn write_target(out: &mut Vec<u8>, t: &TargetMount) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field("arg", &t.arg)?;
+    m.field("path", &t.path)?;
+    m.field("mnt_id", &t.mnt_id)?;
+    m.field("parent_id", &t.parent_id)?;
+    m.field("mnt_ns", &t.mnt_ns)?;
+    m.field("mount_root", &t.mount_root)?;
+    m.field("shared", &t.shared)?;
+    m.field("parent_shared", &t.parent_shared)?;
+    write_hex(m.key("mnt_flags"), u64::from(t.flags))?;
+    m.field("via_pid", &t.via_pid)?;
+    m.end();
+    Ok(())
 }
 
 /// The caller's state recorded with a syscall.
-pub fn state_json(st: &TaskState) -> Value {
-    json!({
-        "user_ns": userns_json(&st.user_ns),
-        "euid": st.euid,
-        "threads": st.nr_threads,
-        "seccomp_mode": st.seccomp_mode,
-        "pidns_level": st.pidns_level,
-        "owners": {"mnt": st.mntns_owner, "pid": st.pidns_owner, "net": st.netns_owner},
-        "egid": st.egid,
-        "ids_mapped": {"uid": st.uid_map.maps(st.euid), "gid": st.gid_map.maps(st.egid)},
-        "chrooted": st.root.chrooted(),
-    })
+fn write_state(out: &mut Vec<u8>, st: &TaskState) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    write_userns(m.key("user_ns"), &st.user_ns)?;
+    m.field("euid", &st.euid)?;
+    m.field("threads", &st.nr_threads)?;
+    m.field("seccomp_mode", &st.seccomp_mode)?;
+    m.field("pidns_level", &st.pidns_level)?;
+    let mut owners = Obj::new(m.key("owners"));
+    owners.field("mnt", &st.mntns_owner)?;
+    owners.field("pid", &st.pidns_owner)?;
+    owners.field("net", &st.netns_owner)?;
+    owners.end();
+    m.field("egid", &st.egid)?;
+    let mut mapped = Obj::new(m.key("ids_mapped"));
+    mapped.field("uid", &st.uid_map.maps(st.euid))?;
+    mapped.field("gid", &st.gid_map.maps(st.egid))?;
+    mapped.end();
+    m.field("chrooted", &st.root.chrooted())?;
+    m.end();
+    Ok(())
 }
 
-/// The `explanation` object of a failed call.
-pub fn explanation_json(e: &Explanation) -> Value {
-    let evidence: Vec<Value> = e
-        .evidence
-        .iter()
-        .map(|ev| match ev {
-            Evidence::Event { seq, what } => json!({"seq": seq, "what": what}),
-            Evidence::Fact(f) => json!({"fact": f}),
-        })
-        .collect();
-    let mut m = Map::new();
-    m.insert("cause".into(), json!(e.cause.code()));
-    m.insert("text".into(), json!(e.text));
-    m.insert("evidence".into(), Value::Array(evidence));
-    m.insert("hint".into(), json!(e.hint));
+/// Appends the `explanation` object of a failed call to `out`.
+pub fn write_explanation(out: &mut Vec<u8>, e: &Explanation) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field("cause", e.cause.code())?;
+    m.field("text", &e.text)?;
+    let list = m.key("evidence");
+    list.push(b'[');
+    for (i, ev) in e.evidence.iter().enumerate() {
+        if i > 0 {
+            list.push(b',');
+        }
+        let mut o = Obj::new(list);
+        match ev {
+            Evidence::Event { seq, what } => {
+                o.field("seq", seq)?;
+                o.field("what", what)?;
+            }
+            Evidence::Fact(f) => o.field("fact", f)?,
+        }
+        o.end();
+    }
+    list.push(b']');
+    m.field("hint", &e.hint)?;
     if let Some(cap) = &e.capability {
-        m.insert("capability".into(), json!(cap));
+        m.field("capability", cap)?;
     }
     if !e.mounts.is_empty() {
-        m.insert("mounts".into(), json!(e.mounts));
+        m.field("mounts", &e.mounts)?;
     }
     if !e.flags.is_empty() {
-        m.insert("flags".into(), json!(e.flags));
+        m.field("flags", &e.flags)?;
     }
     if let Some(u) = &e.user_ns {
-        m.insert(
-            "user_ns".into(),
-            json!({"inum": u.inum, "level": u.level, "owner": u.owner}),
-        );
+        let mut o = Obj::new(m.key("user_ns"));
+        o.field("inum", &u.inum)?;
+        o.field("level", &u.level)?;
+        o.field("owner", &u.owner)?;
+        o.end();
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
 
 /// `{"user": N, ...}` with every namespace slot.
-pub fn ns_json(ids: &NsIds) -> Value {
-    let mut m = Map::new();
+fn write_ns(out: &mut Vec<u8>, ids: &NsIds) -> io::Result<()> {
+    let mut m = Obj::new(out);
     for (name, inum) in NS_NAMES.iter().zip(ids.inum.iter()) {
-        m.insert((*name).into(), json!(inum));
+        m.field(name, inum)?;
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
 
-fn arg_json(v: &ArgValue) -> Value {
+fn write_arg(out: &mut Vec<u8>, v: &ArgValue) -> io::Result<()> {
     match v {
-        ArgValue::Str { text, .. } => json!(text),
-        ArgValue::Null => Value::Null,
+        ArgValue::Str { text, .. } => text.write_json(out),
+        ArgValue::Null => None::<u32>.write_json(out),
         ArgValue::Unreadable { addr, error } => {
-            json!({"addr": format!("{addr:#x}"), "error": error})
+            let mut m = Obj::new(out);
+            write_hex(m.key("addr"), *addr)?;
+            m.field("error", error)?;
+            m.end();
+            Ok(())
         }
-        ArgValue::Int(i) => json!(i),
-        ArgValue::Name(n) => json!(n),
-        ArgValue::Flags(f) => json!(f),
-        ArgValue::Ptr(p) => json!(format!("{p:#x}")),
-        ArgValue::Struct(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), arg_json(v)))
-                .collect(),
-        ),
-        ArgValue::Bytes(n) => json!({ "bytes": n }),
+        ArgValue::Int(i) => i.write_json(out),
+        ArgValue::Name(n) => n.write_json(out),
+        ArgValue::Flags(f) => f.write_json(out),
+        ArgValue::Ptr(p) => write_hex(out, *p),
+        ArgValue::Struct(fields) => {
+            let mut m = Obj::new(out);
+            for (k, v) in fields {
+                write_arg(m.key(k), v)?;
+            }
+            m.end();
+            Ok(())
+        }
+        ArgValue::Bytes(n) => {
+            let mut m = Obj::new(out);
+            m.field("bytes", n)?;
+            m.end();
+            Ok(())
+        }
     }
 }
 
@@ -387,6 +472,13 @@ mod tests {
     use super::*;
     use crate::event::Syscall;
     use crate::syscalls::RetKind;
+    use serde_json::{json, Value};
+
+    fn event_json(ev: &Event) -> Value {
+        let mut out = Vec::new();
+        write_event(&mut out, ev, None, None).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
 
     fn failed_mount() -> Event {
         Event {

@@ -9,7 +9,7 @@ use crate::cli::Format;
 use crate::event::EventKind;
 use crate::explain::{Explainer, Hooks};
 use crate::model::Model;
-use crate::output::json::Obj;
+use crate::output::json::{key, Obj};
 use crate::output::ndjson::{write_explanation, FORMAT_VERSION};
 use crate::output::text::TextSink;
 use crate::output::Sink;
@@ -123,16 +123,19 @@ pub fn explain(
                     let ev = &ann.event;
                     buf.clear();
                     let mut m = Obj::new(&mut buf);
-                    m.field("v", &FORMAT_VERSION)?;
-                    m.field("seq", &ev.seq)?;
-                    m.field("type", "explanation")?;
-                    m.field("ts_ns", &ev.ts_ns)?;
-                    m.field("pid", &ev.pid)?;
-                    m.field("tid", &ev.tid)?;
-                    m.field("comm", &ev.comm)?;
-                    m.field("syscall", &sc.name)?;
-                    m.field("errno", &sc.errno().and_then(crate::errnos::errno_name))?;
-                    write_explanation(m.key("explanation"), e)?;
+                    m.field(key!("v"), &FORMAT_VERSION)?;
+                    m.field(key!("seq"), &ev.seq)?;
+                    m.field(key!("type"), "explanation")?;
+                    m.field(key!("ts_ns"), &ev.ts_ns)?;
+                    m.field(key!("pid"), &ev.pid)?;
+                    m.field(key!("tid"), &ev.tid)?;
+                    m.field(key!("comm"), &ev.comm)?;
+                    m.field(key!("syscall"), &sc.name)?;
+                    m.field(
+                        key!("errno"),
+                        &sc.errno().and_then(crate::errnos::errno_name),
+                    )?;
+                    write_explanation(m.key(key!("explanation")), e)?;
                     m.end();
                     buf.push(b'\n');
                     out.write_all(&buf)

@@ -475,11 +475,11 @@ pub fn parse_line(line: &str) -> R<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::ndjson::write_event;
+    use crate::output::ndjson::{write_event, Repeats};
 
     fn round_trip(ev: &Event) -> Event {
         let mut line = Vec::new();
-        write_event(&mut line, ev, None, None).unwrap();
+        write_event(&mut line, &mut Repeats::default(), ev, None, None).unwrap();
         match parse_line(std::str::from_utf8(&line).unwrap()) {
             Ok(Line::Event(back)) => *back,
             other => panic!("{other:?}"),

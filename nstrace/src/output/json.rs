@@ -1,8 +1,9 @@
 //! A small JSON writer for the NDJSON lines: members go straight into a
 //! byte buffer in the order written, without building a `serde_json::Value`
-//! first. Strings and integers are written by serde_json's own serializer,
-//! so escaping and number formats are exactly what `serde_json::to_writer`
-//! makes of a `Value`.
+//! first. The output is exactly what `serde_json::to_writer` makes of the
+//! same `Value`: strings that need escaping go through serde_json's own
+//! serializer (the others are copied as they are, which is what it does with
+//! them), and integers are formatted by `itoa`, as serde_json formats them.
 
 use std::io;
 
@@ -12,19 +13,41 @@ pub trait ToJson {
     fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()>;
 }
 
-/// Implements [`ToJson`] with serde_json's serializer (its escaping of
-/// strings, its formatting of integers).
-macro_rules! via_serde_json {
+/// Implements [`ToJson`] for integers with `itoa` (serde_json's formatter).
+macro_rules! via_itoa {
     ($($t:ty),*) => {
         $(impl ToJson for $t {
             fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
-                serde_json::to_writer(out, self).map_err(io::Error::other)
+                out.extend_from_slice(itoa::Buffer::new().format(*self).as_bytes());
+                Ok(())
             }
         })*
     };
 }
 
-via_serde_json!(u64, u32, i64, i32, str);
+via_itoa!(u64, u32, i64, i32);
+
+/// Whether serde_json would escape nothing in `s`: it escapes `"`, `\\` and
+/// the control characters below 0x20, and nothing else.
+fn needs_no_escape(s: &str) -> bool {
+    // No early exit: the loop is vectorized.
+    s.bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+}
+
+impl ToJson for str {
+    fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        if needs_no_escape(self) {
+            out.reserve(self.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(self.as_bytes());
+            out.push(b'"');
+            Ok(())
+        } else {
+            serde_json::to_writer(out, self).map_err(io::Error::other)
+        }
+    }
+}
 
 impl ToJson for bool {
     fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
@@ -83,6 +106,16 @@ pub fn write_hex(out: &mut Vec<u8>, v: u64) -> io::Result<()> {
     write!(out, "\"{v:#x}\"")
 }
 
+/// The text before the value of a member with the literal key `$k`:
+/// `,"$k":` (the comma is left out for an object's first member). Made at
+/// compile time, for [`Obj::key`] and [`Obj::field`].
+macro_rules! key {
+    ($k:literal) => {
+        concat!(",\"", $k, "\":")
+    };
+}
+pub(crate) use key;
+
 /// An object being written: `{` when made, `}` at [`Obj::end`].
 pub struct Obj<'a> {
     out: &'a mut Vec<u8>,
@@ -96,24 +129,35 @@ impl<'a> Obj<'a> {
         Self { out, empty: true }
     }
 
-    /// Starts member `key` and returns the buffer to write its value into.
-    /// `key` is written as is: it must be a plain name (letters, digits,
-    /// `_`), which every key nstrace writes is.
-    pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    /// Starts a member, `prefix` being its [`key!`], and returns the buffer
+    /// to write its value into.
+    pub fn key(&mut self, prefix: &'static str) -> &mut Vec<u8> {
+        debug_assert!(prefix.starts_with(",\"") && prefix.ends_with("\":"));
+        let prefix = if self.empty { &prefix[1..] } else { prefix };
+        self.empty = false;
+        self.out.extend_from_slice(prefix.as_bytes());
+        self.out
+    }
+
+    /// Starts member `name`, a key known only at run time (an argument's
+    /// name). It is written as is: it must be a plain name (letters, digits,
+    /// `_`), which every name in nstrace's tables is.
+    pub fn name_key(&mut self, name: &str) -> &mut Vec<u8> {
+        debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        self.out.reserve(name.len() + 4);
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
         self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
         self.out.extend_from_slice(b"\":");
         self.out
     }
 
-    /// Writes member `key` with value `v`.
-    pub fn field<T: ToJson + ?Sized>(&mut self, key: &str, v: &T) -> io::Result<()> {
-        v.write_json(self.key(key))
+    /// Writes a member, `prefix` being its [`key!`], with value `v`.
+    pub fn field<T: ToJson + ?Sized>(&mut self, prefix: &'static str, v: &T) -> io::Result<()> {
+        v.write_json(self.key(prefix))
     }
 
     /// Closes the object.
@@ -153,6 +197,8 @@ mod tests {
         assert_eq!(written(&u64::MAX), json!(u64::MAX).to_string());
         assert_eq!(written(&i64::MIN), json!(i64::MIN).to_string());
         assert_eq!(written(&-1i32), "-1");
+        assert_eq!(written(&i32::MIN), json!(i32::MIN).to_string());
+        assert_eq!(written(&u32::MAX), json!(u32::MAX).to_string());
         assert_eq!(written(&0u32), "0");
         assert_eq!(written(&None::<bool>), "null");
         assert_eq!(written(&Some(true)), "true");
@@ -165,15 +211,19 @@ mod tests {
     fn objects_keep_the_order_written() {
         let mut out = Vec::new();
         let mut o = Obj::new(&mut out);
-        o.field("b", &1u32).unwrap();
-        let mut inner = Obj::new(o.key("a"));
-        inner.field("x", "y").unwrap();
+        o.field(key!("b"), &1u32).unwrap();
+        let mut inner = Obj::new(o.key(key!("a")));
+        inner.field(key!("x"), "y").unwrap();
         inner.end();
-        write_hex(o.key("h"), 255).unwrap();
+        write_hex(o.key(key!("h")), 255).unwrap();
+        let mut named = Obj::new(o.name_key("n_1"));
+        named.name_key("m").extend_from_slice(b"null");
+        named.name_key("k").extend_from_slice(b"2");
+        named.end();
         o.end();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"b":1,"a":{"x":"y"},"h":"0xff"}"#
+            r#"{"b":1,"a":{"x":"y"},"h":"0xff","n_1":{"m":null,"k":2}}"#
         );
         let mut out = Vec::new();
         Obj::new(&mut out).end();

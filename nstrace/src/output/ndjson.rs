@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::json::{write_hex, Obj, ToJson};
+use super::json::{key, write_hex, Obj, ToJson};
 use super::{Sink, StartInfo, Summary};
 use crate::containers::Container;
 use crate::errnos::{capability_name, errno_name, signal_name};
@@ -20,6 +20,43 @@ pub const FORMAT_VERSION: u64 = 1;
 pub struct NdjsonSink<W: Write> {
     out: W,
     line: Vec<u8>,
+    repeats: Repeats,
+}
+
+/// The JSON of a value as last written, written again as is while the value
+/// stays the same.
+#[derive(Debug, Default)]
+struct Memo<T> {
+    value: Option<T>,
+    json: Vec<u8>,
+}
+
+impl<T: Copy + PartialEq> Memo<T> {
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        v: &T,
+        write: fn(&mut Vec<u8>, &T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.value.as_ref() != Some(v) {
+            self.value = None;
+            self.json.clear();
+            write(&mut self.json, v)?;
+            self.value = Some(*v);
+        }
+        out.extend_from_slice(&self.json);
+        Ok(())
+    }
+}
+
+/// The objects that repeat from one event to the next (a process keeps its
+/// namespaces and its credentials), kept as written so that they are not
+/// formatted again for every event.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    ns: Memo<NsIds>,
+    ns_before: Memo<NsIds>,
+    state: Memo<TaskState>,
 }
 
 impl<W: Write> NdjsonSink<W> {
@@ -28,6 +65,7 @@ impl<W: Write> NdjsonSink<W> {
         Self {
             out,
             line: Vec::with_capacity(4096),
+            repeats: Repeats::default(),
         }
     }
 
@@ -42,19 +80,19 @@ impl<W: Write> Sink for NdjsonSink<W> {
     fn start(&mut self, info: &StartInfo) -> io::Result<()> {
         self.line.clear();
         let mut m = Obj::new(&mut self.line);
-        m.field("v", &FORMAT_VERSION)?;
-        m.field("seq", &info.seq)?;
-        m.field("type", "start")?;
-        m.field("ts_ns", &info.ts_ns)?;
-        m.field("pid", &0u32)?;
-        m.field("tid", &0u32)?;
-        m.field("comm", "")?;
-        m.field("nstrace", env!("CARGO_PKG_VERSION"))?;
-        m.field("kernel", &info.kernel)?;
-        let mut h = Obj::new(m.key("hooks"));
-        h.field("cap", &info.hooks.cap)?;
-        h.field("klog", &info.hooks.klog)?;
-        h.field("cap_via", &info.hooks.cap_via)?;
+        m.field(key!("v"), &FORMAT_VERSION)?;
+        m.field(key!("seq"), &info.seq)?;
+        m.field(key!("type"), "start")?;
+        m.field(key!("ts_ns"), &info.ts_ns)?;
+        m.field(key!("pid"), &0u32)?;
+        m.field(key!("tid"), &0u32)?;
+        m.field(key!("comm"), "")?;
+        m.field(key!("nstrace"), env!("CARGO_PKG_VERSION"))?;
+        m.field(key!("kernel"), &info.kernel)?;
+        let mut h = Obj::new(m.key(key!("hooks")));
+        h.field(key!("cap"), &info.hooks.cap)?;
+        h.field(key!("klog"), &info.hooks.klog)?;
+        h.field(key!("cap_via"), &info.hooks.cap_via)?;
         h.end();
         m.end();
         self.write_line()?;
@@ -69,6 +107,7 @@ impl<W: Write> Sink for NdjsonSink<W> {
         self.line.clear();
         write_event(
             &mut self.line,
+            &mut self.repeats,
             &ev.event,
             ev.container.as_ref(),
             ev.explanation.as_ref(),
@@ -79,19 +118,19 @@ impl<W: Write> Sink for NdjsonSink<W> {
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.line.clear();
         let mut m = Obj::new(&mut self.line);
-        m.field("v", &FORMAT_VERSION)?;
-        m.field("seq", &s.seq)?;
-        m.field("type", "summary")?;
-        m.field("ts_ns", &s.ts_ns)?;
-        m.field("pid", &0u32)?;
-        m.field("tid", &0u32)?;
-        m.field("comm", "")?;
-        m.field("events", &s.counts.events)?;
-        m.field("syscalls", &s.counts.syscalls)?;
-        m.field("failed", &s.counts.failed)?;
-        m.field("processes", &s.counts.processes)?;
-        m.field("lost", &s.counts.lost)?;
-        m.field("exit_code", &s.exit_code)?;
+        m.field(key!("v"), &FORMAT_VERSION)?;
+        m.field(key!("seq"), &s.seq)?;
+        m.field(key!("type"), "summary")?;
+        m.field(key!("ts_ns"), &s.ts_ns)?;
+        m.field(key!("pid"), &0u32)?;
+        m.field(key!("tid"), &0u32)?;
+        m.field(key!("comm"), "")?;
+        m.field(key!("events"), &s.counts.events)?;
+        m.field(key!("syscalls"), &s.counts.syscalls)?;
+        m.field(key!("failed"), &s.counts.failed)?;
+        m.field(key!("processes"), &s.counts.processes)?;
+        m.field(key!("lost"), &s.counts.lost)?;
+        m.field(key!("exit_code"), &s.exit_code)?;
         m.end();
         self.write_line()?;
         self.out.flush()
@@ -116,38 +155,39 @@ fn type_name(kind: &EventKind) -> &'static str {
 /// Appends the JSON object of one event (without a newline) to `out`, with
 /// the container the process belongs to and the explanation of a failed
 /// call. For a `container` event, `container` (when given) is what its
-/// `container` member shows.
+/// `container` member shows. `repeats` keeps what the previous events had.
 pub fn write_event(
     out: &mut Vec<u8>,
+    repeats: &mut Repeats,
     ev: &Event,
     container: Option<&Container>,
     explanation: Option<&Explanation>,
 ) -> io::Result<()> {
     let mut m = Obj::new(out);
-    m.field("v", &FORMAT_VERSION)?;
-    m.field("seq", &ev.seq)?;
-    m.field("type", type_name(&ev.kind))?;
-    m.field("ts_ns", &ev.ts_ns)?;
-    m.field("pid", &ev.pid)?;
-    m.field("tid", &ev.tid)?;
-    m.field("comm", &ev.comm)?;
+    m.field(key!("v"), &FORMAT_VERSION)?;
+    m.field(key!("seq"), &ev.seq)?;
+    m.field(key!("type"), type_name(&ev.kind))?;
+    m.field(key!("ts_ns"), &ev.ts_ns)?;
+    m.field(key!("pid"), &ev.pid)?;
+    m.field(key!("tid"), &ev.tid)?;
+    m.field(key!("comm"), &ev.comm)?;
     // A container event shows its container in the place of the member
     // every other event has at the end.
     let mut trailing_container = container;
     match &ev.kind {
         EventKind::Container(c) => {
-            write_container(m.key("container"), container.unwrap_or(c))?;
+            write_container(m.key(key!("container")), container.unwrap_or(c))?;
             trailing_container = None;
         }
         EventKind::Syscall(sc) => {
-            m.field("syscall", &sc.name)?;
-            let mut args = Obj::new(m.key("args"));
+            m.field(key!("syscall"), &sc.name)?;
+            let mut args = Obj::new(m.key(key!("args")));
             for (name, value) in &sc.args {
-                write_arg(args.key(name), value)?;
+                write_arg(args.name_key(name), value)?;
             }
             args.end();
-            m.field("ret", &sc.user_ret())?;
-            let errno = m.key("errno");
+            m.field(key!("ret"), &sc.user_ret())?;
+            let errno = m.key(key!("errno"));
             match sc.errno() {
                 Some(e) => match errno_name(e) {
                     Some(name) => name.write_json(errno)?,
@@ -155,23 +195,27 @@ pub fn write_event(
                 },
                 None => None::<u32>.write_json(errno)?,
             }
-            write_ns(m.key("ns"), &sc.ns)?;
+            repeats.ns.write(m.key(key!("ns")), &sc.ns, write_ns)?;
             if let Some(before) = &sc.ns_before {
-                write_ns(m.key("ns_before"), before)?;
+                repeats
+                    .ns_before
+                    .write(m.key(key!("ns_before")), before, write_ns)?;
             }
-            m.field("duration_ns", &sc.duration_ns)?;
-            write_state(m.key("state"), &sc.state)?;
+            m.field(key!("duration_ns"), &sc.duration_ns)?;
+            repeats
+                .state
+                .write(m.key(key!("state")), &sc.state, write_state)?;
             if let Some(ns) = sc.fd_ns {
-                m.field("fd_ns", &ns.inum)?;
+                m.field(key!("fd_ns"), &ns.inum)?;
                 if let Some(kind) = ns.kind {
-                    m.field("fd_ns_type", kind)?;
+                    m.field(key!("fd_ns_type"), kind)?;
                 }
                 if let Some(level) = ns.level {
-                    m.field("fd_ns_level", &level)?;
+                    m.field(key!("fd_ns_level"), &level)?;
                 }
             }
             if !sc.targets.is_empty() {
-                let list = m.key("targets");
+                let list = m.key(key!("targets"));
                 list.push(b'[');
                 for (i, t) in sc.targets.iter().enumerate() {
                     if i > 0 {
@@ -182,7 +226,7 @@ pub fn write_event(
                 list.push(b']');
             }
             if sc.no_entry {
-                m.field("no_entry", &true)?;
+                m.field(key!("no_entry"), &true)?;
             }
             let mut truncated = sc.args.iter().filter(|(_, v)| {
                 matches!(
@@ -194,7 +238,7 @@ pub fn write_event(
                 )
             });
             if let Some((first, _)) = truncated.next() {
-                let list = m.key("truncated");
+                let list = m.key(key!("truncated"));
                 list.push(b'[');
                 first.write_json(list)?;
                 for (name, _) in truncated {
@@ -205,8 +249,8 @@ pub fn write_event(
             }
         }
         EventKind::Fork { ppid, ns } => {
-            m.field("ppid", ppid)?;
-            write_ns(m.key("ns"), ns)?;
+            m.field(key!("ppid"), ppid)?;
+            repeats.ns.write(m.key(key!("ns")), ns, write_ns)?;
         }
         EventKind::Exec {
             ppid,
@@ -216,37 +260,37 @@ pub fn write_event(
             ns,
             adopted,
         } => {
-            m.field("ppid", ppid)?;
-            m.field("filename", filename)?;
-            m.field("argv", argv)?;
+            m.field(key!("ppid"), ppid)?;
+            m.field(key!("filename"), filename)?;
+            m.field(key!("argv"), argv)?;
             if *argv_truncated {
-                m.field("argv_truncated", &true)?;
+                m.field(key!("argv_truncated"), &true)?;
             }
-            write_ns(m.key("ns"), ns)?;
+            repeats.ns.write(m.key(key!("ns")), ns, write_ns)?;
             if *adopted {
-                m.field("adopted", &true)?;
+                m.field(key!("adopted"), &true)?;
             }
         }
         EventKind::Exit { ppid, status } => {
-            m.field("ppid", ppid)?;
+            m.field(key!("ppid"), ppid)?;
             match *status {
                 ExitStatus::Exited(c) => {
-                    m.field("exit_code", &c)?;
-                    m.field("signal", &None::<u32>)?;
-                    m.field("core_dumped", &false)?;
+                    m.field(key!("exit_code"), &c)?;
+                    m.field(key!("signal"), &None::<u32>)?;
+                    m.field(key!("core_dumped"), &false)?;
                 }
                 ExitStatus::Signaled {
                     signal,
                     core_dumped,
                 } => {
-                    m.field("exit_code", &None::<u32>)?;
-                    m.field("signal", &signal_name(signal))?;
-                    m.field("core_dumped", &core_dumped)?;
+                    m.field(key!("exit_code"), &None::<u32>)?;
+                    m.field(key!("signal"), &signal_name(signal))?;
+                    m.field(key!("core_dumped"), &core_dumped)?;
                 }
             }
         }
         EventKind::Lost { count } => {
-            m.field("count", count)?;
+            m.field(key!("count"), count)?;
         }
         EventKind::Cap(CapCheck {
             cap,
@@ -255,14 +299,14 @@ pub fn write_event(
             cred_ns,
             euid,
         }) => {
-            m.field("cap", &capability_name(*cap))?;
-            m.field("allowed", allowed)?;
-            write_userns(m.key("user_ns"), target)?;
-            write_userns(m.key("cred_user_ns"), cred_ns)?;
-            m.field("euid", euid)?;
+            m.field(key!("cap"), &capability_name(*cap))?;
+            m.field(key!("allowed"), allowed)?;
+            write_userns(m.key(key!("user_ns")), target)?;
+            write_userns(m.key(key!("cred_user_ns")), cred_ns)?;
+            m.field(key!("euid"), euid)?;
         }
         EventKind::Klog { text } => {
-            m.field("text", text)?;
+            m.field(key!("text"), text)?;
         }
         EventKind::Mounts {
             mnt_ns,
@@ -272,34 +316,37 @@ pub fn write_event(
             from_source,
             mounts,
         } => {
-            m.field("read_from", if *from_source { "source" } else { "new" })?;
-            m.field("mnt_ns", mnt_ns)?;
-            m.field("user_ns", user_ns)?;
-            m.field("locked", locked)?;
-            m.field("created_by", created_by)?;
-            let list = m.key("mounts");
+            m.field(
+                key!("read_from"),
+                if *from_source { "source" } else { "new" },
+            )?;
+            m.field(key!("mnt_ns"), mnt_ns)?;
+            m.field(key!("user_ns"), user_ns)?;
+            m.field(key!("locked"), locked)?;
+            m.field(key!("created_by"), created_by)?;
+            let list = m.key(key!("mounts"));
             list.push(b'[');
             for (i, mt) in mounts.iter().enumerate() {
                 if i > 0 {
                     list.push(b',');
                 }
                 let mut o = Obj::new(list);
-                o.field("id", &mt.id)?;
-                o.field("parent", &mt.parent)?;
-                o.field("root", &mt.root)?;
-                o.field("mountpoint", &mt.mountpoint)?;
-                o.field("options", &mt.options)?;
-                o.field("fstype", &mt.fstype)?;
-                o.field("source", &mt.source)?;
+                o.field(key!("id"), &mt.id)?;
+                o.field(key!("parent"), &mt.parent)?;
+                o.field(key!("root"), &mt.root)?;
+                o.field(key!("mountpoint"), &mt.mountpoint)?;
+                o.field(key!("options"), &mt.options)?;
+                o.field(key!("fstype"), &mt.fstype)?;
+                o.field(key!("source"), &mt.source)?;
                 match mt.kernel {
                     Some(k) => {
-                        let mut ko = Obj::new(o.key("kernel"));
-                        ko.field("flags", &k.flags)?;
-                        ko.field("locked", &k.locked())?;
-                        ko.field("locks", &k.locks())?;
+                        let mut ko = Obj::new(o.key(key!("kernel")));
+                        ko.field(key!("flags"), &k.flags)?;
+                        ko.field(key!("locked"), &k.locked())?;
+                        ko.field(key!("locks"), &k.locks())?;
                         ko.end();
                     }
-                    None => o.field("kernel", &None::<u32>)?,
+                    None => o.field(key!("kernel"), &None::<u32>)?,
                 }
                 o.end();
             }
@@ -307,10 +354,10 @@ pub fn write_event(
         }
     }
     if let Some(c) = trailing_container {
-        write_container(m.key("container"), c)?;
+        write_container(m.key(key!("container")), c)?;
     }
     if let Some(e) = explanation {
-        write_explanation(m.key("explanation"), e)?;
+        write_explanation(m.key(key!("explanation")), e)?;
     }
     m.end();
     Ok(())
@@ -319,10 +366,10 @@ pub fn write_event(
 /// `{"inum": N, "level": N, "owner": UID, "parent": N}`.
 fn write_userns(out: &mut Vec<u8>, u: &UserNsInfo) -> io::Result<()> {
     let mut m = Obj::new(out);
-    m.field("inum", &u.inum)?;
-    m.field("level", &u.level)?;
-    m.field("owner", &u.owner)?;
-    m.field("parent", &u.parent)?;
+    m.field(key!("inum"), &u.inum)?;
+    m.field(key!("level"), &u.level)?;
+    m.field(key!("owner"), &u.owner)?;
+    m.field(key!("parent"), &u.parent)?;
     m.end();
     Ok(())
 }
@@ -330,13 +377,13 @@ fn write_userns(out: &mut Vec<u8>, u: &UserNsInfo) -> io::Result<()> {
 /// `{"id", "runtime", "engine"?, "init_pid"?}`.
 fn write_container(out: &mut Vec<u8>, c: &Container) -> io::Result<()> {
     let mut m = Obj::new(out);
-    m.field("id", &c.id)?;
-    m.field("runtime", &c.runtime)?;
+    m.field(key!("id"), &c.id)?;
+    m.field(key!("runtime"), &c.runtime)?;
     if let Some(e) = &c.engine {
-        m.field("engine", e)?;
+        m.field(key!("engine"), e)?;
     }
     if let Some(p) = c.init_pid {
-        m.field("init_pid", &p)?;
+        m.field(key!("init_pid"), &p)?;
     }
     m.end();
     Ok(())
@@ -345,16 +392,16 @@ fn write_container(out: &mut Vec<u8>, c: &Container) -> io::Result<()> {
 /// A path argument of a failed call resolved to its mount.
 fn write_target(out: &mut Vec<u8>, t: &TargetMount) -> io::Result<()> {
     let mut m = Obj::new(out);
-    m.field("arg", &t.arg)?;
-    m.field("path", &t.path)?;
-    m.field("mnt_id", &t.mnt_id)?;
-    m.field("parent_id", &t.parent_id)?;
-    m.field("mnt_ns", &t.mnt_ns)?;
-    m.field("mount_root", &t.mount_root)?;
-    m.field("shared", &t.shared)?;
-    m.field("parent_shared", &t.parent_shared)?;
-    write_hex(m.key("mnt_flags"), u64::from(t.flags))?;
-    m.field("via_pid", &t.via_pid)?;
+    m.field(key!("arg"), &t.arg)?;
+    m.field(key!("path"), &t.path)?;
+    m.field(key!("mnt_id"), &t.mnt_id)?;
+    m.field(key!("parent_id"), &t.parent_id)?;
+    m.field(key!("mnt_ns"), &t.mnt_ns)?;
+    m.field(key!("mount_root"), &t.mount_root)?;
+    m.field(key!("shared"), &t.shared)?;
+    m.field(key!("parent_shared"), &t.parent_shared)?;
+    write_hex(m.key(key!("mnt_flags")), u64::from(t.flags))?;
+    m.field(key!("via_pid"), &t.via_pid)?;
     m.end();
     Ok(())
 }
@@ -362,22 +409,22 @@ fn write_target(out: &mut Vec<u8>, t: &TargetMount) -> io::Result<()> {
 /// The caller's state recorded with a syscall.
 fn write_state(out: &mut Vec<u8>, st: &TaskState) -> io::Result<()> {
     let mut m = Obj::new(out);
-    write_userns(m.key("user_ns"), &st.user_ns)?;
-    m.field("euid", &st.euid)?;
-    m.field("threads", &st.nr_threads)?;
-    m.field("seccomp_mode", &st.seccomp_mode)?;
-    m.field("pidns_level", &st.pidns_level)?;
-    let mut owners = Obj::new(m.key("owners"));
-    owners.field("mnt", &st.mntns_owner)?;
-    owners.field("pid", &st.pidns_owner)?;
-    owners.field("net", &st.netns_owner)?;
+    write_userns(m.key(key!("user_ns")), &st.user_ns)?;
+    m.field(key!("euid"), &st.euid)?;
+    m.field(key!("threads"), &st.nr_threads)?;
+    m.field(key!("seccomp_mode"), &st.seccomp_mode)?;
+    m.field(key!("pidns_level"), &st.pidns_level)?;
+    let mut owners = Obj::new(m.key(key!("owners")));
+    owners.field(key!("mnt"), &st.mntns_owner)?;
+    owners.field(key!("pid"), &st.pidns_owner)?;
+    owners.field(key!("net"), &st.netns_owner)?;
     owners.end();
-    m.field("egid", &st.egid)?;
-    let mut mapped = Obj::new(m.key("ids_mapped"));
-    mapped.field("uid", &st.uid_map.maps(st.euid))?;
-    mapped.field("gid", &st.gid_map.maps(st.egid))?;
+    m.field(key!("egid"), &st.egid)?;
+    let mut mapped = Obj::new(m.key(key!("ids_mapped")));
+    mapped.field(key!("uid"), &st.uid_map.maps(st.euid))?;
+    mapped.field(key!("gid"), &st.gid_map.maps(st.egid))?;
     mapped.end();
-    m.field("chrooted", &st.root.chrooted())?;
+    m.field(key!("chrooted"), &st.root.chrooted())?;
     m.end();
     Ok(())
 }
@@ -385,9 +432,9 @@ fn write_state(out: &mut Vec<u8>, st: &TaskState) -> io::Result<()> {
 /// Appends the `explanation` object of a failed call to `out`.
 pub fn write_explanation(out: &mut Vec<u8>, e: &Explanation) -> io::Result<()> {
     let mut m = Obj::new(out);
-    m.field("cause", e.cause.code())?;
-    m.field("text", &e.text)?;
-    let list = m.key("evidence");
+    m.field(key!("cause"), e.cause.code())?;
+    m.field(key!("text"), &e.text)?;
+    let list = m.key(key!("evidence"));
     list.push(b'[');
     for (i, ev) in e.evidence.iter().enumerate() {
         if i > 0 {
@@ -396,40 +443,54 @@ pub fn write_explanation(out: &mut Vec<u8>, e: &Explanation) -> io::Result<()> {
         let mut o = Obj::new(list);
         match ev {
             Evidence::Event { seq, what } => {
-                o.field("seq", seq)?;
-                o.field("what", what)?;
+                o.field(key!("seq"), seq)?;
+                o.field(key!("what"), what)?;
             }
-            Evidence::Fact(f) => o.field("fact", f)?,
+            Evidence::Fact(f) => o.field(key!("fact"), f)?,
         }
         o.end();
     }
     list.push(b']');
-    m.field("hint", &e.hint)?;
+    m.field(key!("hint"), &e.hint)?;
     if let Some(cap) = &e.capability {
-        m.field("capability", cap)?;
+        m.field(key!("capability"), cap)?;
     }
     if !e.mounts.is_empty() {
-        m.field("mounts", &e.mounts)?;
+        m.field(key!("mounts"), &e.mounts)?;
     }
     if !e.flags.is_empty() {
-        m.field("flags", &e.flags)?;
+        m.field(key!("flags"), &e.flags)?;
     }
     if let Some(u) = &e.user_ns {
-        let mut o = Obj::new(m.key("user_ns"));
-        o.field("inum", &u.inum)?;
-        o.field("level", &u.level)?;
-        o.field("owner", &u.owner)?;
+        let mut o = Obj::new(m.key(key!("user_ns")));
+        o.field(key!("inum"), &u.inum)?;
+        o.field(key!("level"), &u.level)?;
+        o.field(key!("owner"), &u.owner)?;
         o.end();
     }
     m.end();
     Ok(())
 }
 
+/// The keys of [`NS_NAMES`].
+const NS_KEYS: [&str; NS_NAMES.len()] = [
+    key!("user"),
+    key!("mnt"),
+    key!("pid"),
+    key!("net"),
+    key!("uts"),
+    key!("ipc"),
+    key!("cgroup"),
+    key!("time"),
+    key!("pid_for_children"),
+    key!("time_for_children"),
+];
+
 /// `{"user": N, ...}` with every namespace slot.
 fn write_ns(out: &mut Vec<u8>, ids: &NsIds) -> io::Result<()> {
     let mut m = Obj::new(out);
-    for (name, inum) in NS_NAMES.iter().zip(ids.inum.iter()) {
-        m.field(name, inum)?;
+    for (prefix, inum) in NS_KEYS.iter().zip(ids.inum.iter()) {
+        m.field(prefix, inum)?;
     }
     m.end();
     Ok(())
@@ -441,8 +502,8 @@ fn write_arg(out: &mut Vec<u8>, v: &ArgValue) -> io::Result<()> {
         ArgValue::Null => None::<u32>.write_json(out),
         ArgValue::Unreadable { addr, error } => {
             let mut m = Obj::new(out);
-            write_hex(m.key("addr"), *addr)?;
-            m.field("error", error)?;
+            write_hex(m.key(key!("addr")), *addr)?;
+            m.field(key!("error"), error)?;
             m.end();
             Ok(())
         }
@@ -453,14 +514,14 @@ fn write_arg(out: &mut Vec<u8>, v: &ArgValue) -> io::Result<()> {
         ArgValue::Struct(fields) => {
             let mut m = Obj::new(out);
             for (k, v) in fields {
-                write_arg(m.key(k), v)?;
+                write_arg(m.name_key(k), v)?;
             }
             m.end();
             Ok(())
         }
         ArgValue::Bytes(n) => {
             let mut m = Obj::new(out);
-            m.field("bytes", n)?;
+            m.field(key!("bytes"), n)?;
             m.end();
             Ok(())
         }
@@ -476,7 +537,7 @@ mod tests {
 
     fn event_json(ev: &Event) -> Value {
         let mut out = Vec::new();
-        write_event(&mut out, ev, None, None).unwrap();
+        write_event(&mut out, &mut Repeats::default(), ev, None, None).unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -511,6 +572,44 @@ mod tests {
                 fd_ns: None,
                 targets: Vec::new(),
             }),
+        }
+    }
+
+    #[test]
+    fn repeated_objects_follow_each_event() {
+        let mut events = Vec::new();
+        for (ns, euid, before) in [(9, 0, None), (9, 0, None), (8, 0, Some(9)), (9, 5, Some(8))] {
+            let mut ev = failed_mount();
+            if let EventKind::Syscall(sc) = &mut ev.kind {
+                sc.ns = NsIds { inum: [ns; 10] };
+                sc.state.euid = euid;
+                sc.ns_before = before.map(|b| NsIds { inum: [b; 10] });
+            }
+            events.push(Annotated {
+                event: ev,
+                ns_changes: vec![],
+                explanation: None,
+                container: None,
+            });
+        }
+        let mut shared = Vec::new();
+        let mut sink = NdjsonSink::new(&mut shared);
+        let mut expected = Vec::new();
+        for ann in &events {
+            sink.event(ann).unwrap();
+            NdjsonSink::new(&mut expected).event(ann).unwrap();
+        }
+        drop(sink);
+        assert_eq!(
+            String::from_utf8(shared).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn namespace_keys_are_the_namespace_names() {
+        for (prefix, name) in NS_KEYS.iter().zip(NS_NAMES) {
+            assert_eq!(*prefix, format!(",\"{name}\":"));
         }
     }
 

@@ -323,6 +323,10 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 }
 
 fn push_escaped(out: &mut String, s: &str) {
+    if !s.contains('\\') {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c == '\\' {
             out.push_str("\\\\");

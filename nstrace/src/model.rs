@@ -111,6 +111,8 @@ struct Tracked {
 pub struct Model {
     processes: HashMap<u32, Process>,
     seen_ns: HashSet<(usize, u32)>,
+    /// The namespaces last added to `seen_ns` (most events repeat them).
+    last_seen: NsIds,
     origins: HashMap<(&'static str, u32), NsOrigin>,
     mount_tables: HashMap<u32, MountTable>,
     seen_pids: HashSet<u32>,
@@ -315,6 +317,10 @@ impl Model {
     }
 
     fn remember_all(&mut self, ids: &NsIds) {
+        if *ids == self.last_seen {
+            return;
+        }
+        self.last_seen = *ids;
         for (i, &inum) in ids.inum.iter().enumerate() {
             if inum != 0 {
                 self.seen_ns.insert((i, inum));

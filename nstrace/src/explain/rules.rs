@@ -150,14 +150,39 @@ fn errno_text(errno: i32) -> String {
     errno_name(errno).map_or_else(|| errno.to_string(), String::from)
 }
 
+/// Appends `n` in decimal (as `{n}` would, without the formatting machinery:
+/// the texts of `unknown` are made for every unexplained failure).
+fn push_num(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Appends [`errno_text`].
+fn push_errno(out: &mut String, errno: i32) {
+    match errno_name(errno) {
+        Some(name) => out.push_str(name),
+        None => push_num(out, errno),
+    }
+}
+
 fn userns_text(u: &UserNsInfo) -> String {
+    let mut out = String::with_capacity(64);
+    push_userns(&mut out, u);
+    out
+}
+
+/// Appends [`userns_text`].
+fn push_userns(out: &mut String, u: &UserNsInfo) {
     if u.level == 0 {
-        format!("the initial user namespace {}", u.inum)
+        out.push_str("the initial user namespace ");
+        push_num(out, u.inum);
     } else {
-        format!(
-            "user namespace {} (level {}, created by uid {})",
-            u.inum, u.level, u.owner
-        )
+        out.push_str("user namespace ");
+        push_num(out, u.inum);
+        out.push_str(" (level ");
+        push_num(out, u.level);
+        out.push_str(", created by uid ");
+        push_num(out, u.owner);
+        out.push(')');
     }
 }
 
@@ -993,11 +1018,12 @@ fn lsm_denied(ctx: &Ctx) -> Option<Explanation> {
 }
 
 fn unknown(ctx: &Ctx) -> Explanation {
-    let mut facts = vec![Evidence::Fact(format!(
-        "{} returned {}",
-        ctx.call.name,
-        errno_text(ctx.errno)
-    ))];
+    let mut returned = String::with_capacity(ctx.call.name.len() + 24);
+    returned.push_str(&ctx.call.name);
+    returned.push_str(" returned ");
+    push_errno(&mut returned, ctx.errno);
+    let mut facts = Vec::with_capacity(4 + ctx.decisions.len() + ctx.call.targets.len());
+    facts.push(Evidence::Fact(returned));
     if ctx.lossy {
         facts.push(Evidence::Fact(
             "the kernel lost records while the call ran (the ring buffer was full): decisions may be missing"
@@ -1032,12 +1058,15 @@ fn unknown(ctx: &Ctx) -> Explanation {
     }
     facts.extend(ctx.call.targets.iter().map(target_evidence));
     let st = &ctx.call.state;
-    facts.push(Evidence::Fact(format!(
-        "the caller: euid {} in {}, {} thread(s)",
-        st.euid,
-        userns_text(&st.user_ns),
-        st.nr_threads
-    )));
+    let mut caller = String::with_capacity(128);
+    caller.push_str("the caller: euid ");
+    push_num(&mut caller, st.euid);
+    caller.push_str(" in ");
+    push_userns(&mut caller, &st.user_ns);
+    caller.push_str(", ");
+    push_num(&mut caller, st.nr_threads);
+    caller.push_str(" thread(s)");
+    facts.push(Evidence::Fact(caller));
     Explanation::new(
         Cause::Unknown,
         "no rule matched on the evidence recorded; the facts gathered are listed".into(),
@@ -1067,6 +1096,20 @@ mod tests {
         owner: 0,
         parent: 4026531837,
     };
+
+    #[test]
+    fn texts_built_piece_by_piece_read_as_formatted() {
+        assert_eq!(userns_text(&INIT), "the initial user namespace 4026531837");
+        assert_eq!(
+            userns_text(&CHILD),
+            "user namespace 4026532500 (level 1, created by uid 0)"
+        );
+        for errno in [1, 22, 4000, -3] {
+            let mut s = String::new();
+            push_errno(&mut s, errno);
+            assert_eq!(s, errno_text(errno));
+        }
+    }
 
     fn s(text: &str) -> ArgValue {
         ArgValue::Str {

@@ -5,11 +5,10 @@
 
 pub mod rules;
 
-use std::collections::HashMap;
-
 use nstrace_common::UserNsInfo;
 
 use crate::event::{CapCheck, Event, EventKind, Syscall};
+use crate::idhash::IdMap;
 use crate::model::{Annotated, Model};
 
 /// Stable cause codes (documented in docs/explanations.md).
@@ -242,7 +241,7 @@ impl Ctx<'_> {
 /// Gathers the decisions made during each call and explains failed calls.
 #[derive(Debug, Default)]
 pub struct Explainer {
-    pending: HashMap<u32, Vec<(u64, Decision)>>,
+    pending: IdMap<u32, Vec<(u64, Decision)>>,
     hooks: Hooks,
     /// Time of the last reported loss.
     last_loss_ts: Option<u64>,
@@ -252,7 +251,7 @@ impl Explainer {
     /// An explainer for a trace that had `hooks`.
     pub fn new(hooks: Hooks) -> Self {
         Self {
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             hooks,
             last_loss_ts: None,
         }

@@ -266,7 +266,7 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
         Some(_) => return Err(ReplayError::Field("errno")),
     };
     Ok(Syscall {
-        name: name.to_string(),
+        name: name.to_string().into(),
         nr: def.map_or(0, |d| d.nr),
         args,
         ret,

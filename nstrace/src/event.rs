@@ -326,7 +326,9 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 }
 
 fn push_escaped(out: &mut String, s: &str) {
-    if !s.contains('\\') {
+    // A fold rather than `contains`: for the short strings this sees
+    // (commands, paths) a vectorized pass is cheaper than memchr's setup.
+    if !s.bytes().fold(false, |found, b| found | (b == b'\\')) {
         out.push_str(s);
         return;
     }

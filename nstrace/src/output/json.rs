@@ -38,19 +38,34 @@ fn needs_no_escape(s: &str) -> bool {
     fn below(x: u64, n: u8) -> u64 {
         x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
     }
-    let mut chunks = s.as_bytes().chunks_exact(8);
+    fn special(x: u64) -> u64 {
+        below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1)
+    }
+    fn word(bytes: &[u8]) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        u64::from_ne_bytes(word)
+    }
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
     let mut found = 0;
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word);
-        found |= below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1);
+        found |= special(word(chunk));
+    }
+    let rest = chunks.remainder().len();
+    if rest > 0 {
+        found |= match bytes.len() {
+            // The last eight bytes again, overlapping what was seen.
+            n if n >= 8 => special(word(&bytes[n - 8..])),
+            // Shorter: the bytes, padded with spaces (which need no escape).
+            _ => special(
+                bytes
+                    .iter()
+                    .fold(ONES * 0x20, |w, &b| (w << 8) | u64::from(b)),
+            ),
+        };
     }
     found == 0
-        && chunks
-            .remainder()
-            .iter()
-            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 impl ToJson for str {

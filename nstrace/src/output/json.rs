@@ -168,7 +168,7 @@ impl<'a> Obj<'a> {
         Self { out, empty: true }
     }
 
-    /// Starts a member, `prefix` being its [`key!`], and returns the buffer
+    /// Starts a member, `prefix` being its `key!`, and returns the buffer
     /// to write its value into.
     // Inlined, `prefix` is a literal of known length, which the copies
     // below then make with a few moves instead of a call to memcpy.
@@ -200,7 +200,7 @@ impl<'a> Obj<'a> {
         self.out
     }
 
-    /// Writes a member, `prefix` being its [`key!`], with value `v`.
+    /// Writes a member, `prefix` being its `key!`, with value `v`.
     pub fn field<T: ToJson + ?Sized>(&mut self, prefix: &'static str, v: &T) -> io::Result<()> {
         v.write_json(self.key(prefix))
     }

@@ -5,13 +5,12 @@
 
 use std::io::{self, BufRead, Write};
 
-use serde_json::json;
-
 use crate::cli::Format;
 use crate::event::EventKind;
 use crate::explain::{Explainer, Hooks};
 use crate::model::Model;
-use crate::output::ndjson::{explanation_json, FORMAT_VERSION};
+use crate::output::json::{key, Obj};
+use crate::output::ndjson::{write_explanation, FORMAT_VERSION};
 use crate::output::text::TextSink;
 use crate::output::Sink;
 use crate::replay::{parse_line, Line};
@@ -96,6 +95,7 @@ pub fn explain(
         Format::Ndjson => ExplainOut::Json(out),
     };
     let mut failures = (0u64, 0u64);
+    let mut buf = Vec::new();
     for_each_line(input, name, err, &mut stats, |_, line| {
         let ev = match line {
             Line::Start { hooks } => {
@@ -121,19 +121,24 @@ pub fn explain(
             ExplainOut::Json(out) => match (&ann.event.kind, &ann.explanation) {
                 (EventKind::Syscall(sc), Some(e)) => {
                     let ev = &ann.event;
-                    let v = json!({
-                        "v": FORMAT_VERSION,
-                        "seq": ev.seq,
-                        "type": "explanation",
-                        "ts_ns": ev.ts_ns,
-                        "pid": ev.pid,
-                        "tid": ev.tid,
-                        "comm": ev.comm,
-                        "syscall": sc.name,
-                        "errno": sc.errno().and_then(crate::errnos::errno_name),
-                        "explanation": explanation_json(e),
-                    });
-                    writeln!(out, "{v}")
+                    buf.clear();
+                    let mut m = Obj::new(&mut buf);
+                    m.field(key!("v"), &FORMAT_VERSION)?;
+                    m.field(key!("seq"), &ev.seq)?;
+                    m.field(key!("type"), "explanation")?;
+                    m.field(key!("ts_ns"), &ev.ts_ns)?;
+                    m.field(key!("pid"), &ev.pid)?;
+                    m.field(key!("tid"), &ev.tid)?;
+                    m.field(key!("comm"), &ev.comm)?;
+                    m.field(key!("syscall"), &sc.name)?;
+                    m.field(
+                        key!("errno"),
+                        &sc.errno().and_then(crate::errnos::errno_name),
+                    )?;
+                    write_explanation(m.key(key!("explanation")), e)?;
+                    m.end();
+                    buf.push(b'\n');
+                    out.write_all(&buf)
                 }
                 _ => Ok(()),
             },

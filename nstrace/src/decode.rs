@@ -1,6 +1,7 @@
 //! Decoding of kernel records into [`Event`]s: the only place that knows the
 //! byte layout of `nstrace-common` records and the meaning of raw arguments.
 
+use std::borrow::Cow;
 use std::mem::size_of;
 
 use nstrace_common::{
@@ -248,7 +249,10 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
         _ => None,
     };
     Syscall {
-        name: def.map_or_else(|| format!("syscall_{}", rec.nr), |d| d.name.to_string()),
+        name: def.map_or_else(
+            || Cow::Owned(format!("syscall_{}", rec.nr)),
+            |d| Cow::Borrowed(d.name),
+        ),
         nr: rec.nr,
         args,
         ret: rec.ret,

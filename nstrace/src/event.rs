@@ -1,6 +1,8 @@
 //! Decoded events: what the rest of nstrace works with. Built from kernel
 //! records by [`crate::decode`], consumed by the model and the outputs.
 
+use std::borrow::Cow;
+
 use nstrace_common::{ns, NsIds, TaskState, UserNsInfo};
 
 /// Names of the namespace slots, in [`NsIds`] order, as used in output.
@@ -163,8 +165,9 @@ impl ExitStatus {
 /// A traced syscall and its result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Syscall {
-    /// Syscall name (`mount`), or `syscall_N` for an unknown number.
-    pub name: String,
+    /// Syscall name (`mount`), or `syscall_N` for an unknown number (the
+    /// table's own `&'static str` for a known one: no copy per event).
+    pub name: Cow<'static, str>,
     /// Syscall number.
     pub nr: u32,
     /// Decoded arguments, in order. Empty if the entry was not seen.
@@ -323,6 +326,12 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 }
 
 fn push_escaped(out: &mut String, s: &str) {
+    // A fold rather than `contains`: for the short strings this sees
+    // (commands, paths) a vectorized pass is cheaper than memchr's setup.
+    if !s.bytes().fold(false, |found, b| found | (b == b'\\')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if c == '\\' {
             out.push_str("\\\\");

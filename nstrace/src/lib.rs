@@ -15,6 +15,7 @@ pub mod errnos;
 pub mod event;
 pub mod explain;
 pub mod flags;
+pub mod idhash;
 pub mod kernel_btf;
 pub mod model;
 pub mod mounts;

@@ -3,11 +3,12 @@
 //! ids this trace has already seen. For each event it works out what changed
 //! (the [`NsChange`]s shown in the timeline).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use nstrace_common::NsIds;
 
 use crate::event::{Event, EventKind, NS_NAMES};
+use crate::idhash::{IdMap, IdSet};
 
 /// What the model knows of one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,11 +110,13 @@ struct Tracked {
 /// The model.
 #[derive(Debug, Default)]
 pub struct Model {
-    processes: HashMap<u32, Process>,
-    seen_ns: HashSet<(usize, u32)>,
-    origins: HashMap<(&'static str, u32), NsOrigin>,
-    mount_tables: HashMap<u32, MountTable>,
-    seen_pids: HashSet<u32>,
+    processes: IdMap<u32, Process>,
+    seen_ns: IdSet<(usize, u32)>,
+    /// The namespaces last added to `seen_ns` (most events repeat them).
+    last_seen: NsIds,
+    origins: IdMap<(&'static str, u32), NsOrigin>,
+    mount_tables: IdMap<u32, MountTable>,
+    seen_pids: IdSet<u32>,
     containers: HashMap<String, Tracked>,
     /// Running totals.
     pub counts: Counts,
@@ -315,6 +318,10 @@ impl Model {
     }
 
     fn remember_all(&mut self, ids: &NsIds) {
+        if *ids == self.last_seen {
+            return;
+        }
+        self.last_seen = *ids;
         for (i, &inum) in ids.inum.iter().enumerate() {
             if inum != 0 {
                 self.seen_ns.insert((i, inum));

@@ -299,7 +299,7 @@ pub fn target_paths(sc: &crate::event::Syscall) -> Vec<(&'static str, String)> {
             })
             .unwrap_or_default()
     };
-    let wanted: Vec<(&'static str, Option<String>)> = match sc.name.as_str() {
+    let wanted: Vec<(&'static str, Option<String>)> = match &*sc.name {
         "umount2" => vec![("target", arg("target"))],
         "mount" => {
             let f = flags("flags");
@@ -433,7 +433,7 @@ mod tests {
 ";
 
     fn failed(
-        name: &str,
+        name: &'static str,
         args: Vec<(&'static str, crate::event::ArgValue)>,
         errno: i64,
     ) -> crate::event::Syscall {

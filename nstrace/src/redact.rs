@@ -66,7 +66,7 @@ fn redact_str(v: &mut ArgValue) {
 /// secret keys, and options on an exec'd command line.
 pub fn event(ev: &mut Event) {
     match &mut ev.kind {
-        EventKind::Syscall(sc) => match sc.name.as_str() {
+        EventKind::Syscall(sc) => match &*sc.name {
             "mount" => {
                 for (name, v) in &mut sc.args {
                     if *name == "data" {
@@ -129,7 +129,7 @@ mod tests {
         }
     }
 
-    fn syscall(name: &str, args: Vec<(&'static str, ArgValue)>) -> Event {
+    fn syscall(name: &'static str, args: Vec<(&'static str, ArgValue)>) -> Event {
         Event {
             seq: 1,
             ts_ns: 0,

@@ -266,7 +266,7 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
         Some(_) => return Err(ReplayError::Field("errno")),
     };
     Ok(Syscall {
-        name: name.to_string(),
+        name: name.to_string().into(),
         nr: def.map_or(0, |d| d.nr),
         args,
         ret,
@@ -480,10 +480,12 @@ pub fn parse_line(line: &str) -> R<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::ndjson::event_json;
+    use crate::output::ndjson::{write_event, Repeats};
 
     fn round_trip(ev: &Event) -> Event {
-        match parse_line(&event_json(ev).to_string()) {
+        let mut line = Vec::new();
+        write_event(&mut line, &mut Repeats::default(), ev, None, None).unwrap();
+        match parse_line(std::str::from_utf8(&line).unwrap()) {
             Ok(Line::Event(back)) => *back,
             other => panic!("{other:?}"),
         }

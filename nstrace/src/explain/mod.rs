@@ -5,11 +5,12 @@
 
 pub mod rules;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use nstrace_common::UserNsInfo;
 
 use crate::event::{CapCheck, Event, EventKind, Syscall};
+use crate::idhash::IdMap;
 use crate::model::{Annotated, Model};
 
 /// Stable cause codes (documented in docs/explanations.md).
@@ -83,8 +84,9 @@ pub enum Evidence {
         /// What it shows.
         what: String,
     },
-    /// A fact about the caller or the kernel.
-    Fact(String),
+    /// A fact about the caller or the kernel (most are fixed texts: not
+    /// copied per event).
+    Fact(Cow<'static, str>),
 }
 
 /// A user namespace named in an explanation.
@@ -114,11 +116,11 @@ pub struct Explanation {
     /// The cause.
     pub cause: Cause,
     /// The reason in plain words.
-    pub text: String,
+    pub text: Cow<'static, str>,
     /// What shows it.
     pub evidence: Vec<Evidence>,
     /// What to change.
-    pub hint: Option<String>,
+    pub hint: Option<Cow<'static, str>>,
     /// For `missing_capability`: the capability (`CAP_SYS_ADMIN`).
     pub capability: Option<String>,
     /// For `missing_capability`: the user namespace it was needed in.
@@ -132,7 +134,12 @@ pub struct Explanation {
 
 impl Explanation {
     /// An explanation with no cause-specific fields.
-    pub fn new(cause: Cause, text: String, evidence: Vec<Evidence>, hint: Option<String>) -> Self {
+    pub fn new(
+        cause: Cause,
+        text: Cow<'static, str>,
+        evidence: Vec<Evidence>,
+        hint: Option<Cow<'static, str>>,
+    ) -> Self {
         Self {
             cause,
             text,
@@ -245,7 +252,7 @@ impl Ctx<'_> {
 /// Gathers the decisions made during each call and explains failed calls.
 #[derive(Debug, Default)]
 pub struct Explainer {
-    pending: HashMap<u32, Vec<(u64, Decision)>>,
+    pending: IdMap<u32, Vec<(u64, Decision)>>,
     hooks: Hooks,
     /// Time of the last reported loss.
     last_loss_ts: Option<u64>,
@@ -255,7 +262,7 @@ impl Explainer {
     /// An explainer for a trace that had `hooks`.
     pub fn new(hooks: Hooks) -> Self {
         Self {
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             hooks,
             last_loss_ts: None,
         }

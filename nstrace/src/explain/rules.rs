@@ -150,14 +150,39 @@ fn errno_text(errno: i32) -> String {
     errno_name(errno).map_or_else(|| errno.to_string(), String::from)
 }
 
+/// Appends `n` in decimal (as `{n}` would, without the formatting machinery:
+/// the texts of `unknown` are made for every unexplained failure).
+fn push_num(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Appends [`errno_text`].
+fn push_errno(out: &mut String, errno: i32) {
+    match errno_name(errno) {
+        Some(name) => out.push_str(name),
+        None => push_num(out, errno),
+    }
+}
+
 fn userns_text(u: &UserNsInfo) -> String {
+    let mut out = String::with_capacity(64);
+    push_userns(&mut out, u);
+    out
+}
+
+/// Appends [`userns_text`].
+fn push_userns(out: &mut String, u: &UserNsInfo) {
     if u.level == 0 {
-        format!("the initial user namespace {}", u.inum)
+        out.push_str("the initial user namespace ");
+        push_num(out, u.inum);
     } else {
-        format!(
-            "user namespace {} (level {}, created by uid {})",
-            u.inum, u.level, u.owner
-        )
+        out.push_str("user namespace ");
+        push_num(out, u.inum);
+        out.push_str(" (level ");
+        push_num(out, u.level);
+        out.push_str(", created by uid ");
+        push_num(out, u.owner);
+        out.push(')');
     }
 }
 
@@ -204,9 +229,9 @@ fn seccomp_denied(ctx: &Ctx) -> Option<Explanation> {
         format!(
             "a seccomp filter refused {name} before it ran: the kernel's {name} code never \
              started (its exit came without an entry) and the task runs under a seccomp filter"
-        ),
+        ).into(),
         vec![
-            Evidence::Fact(format!("{name} returned {} with no entry", errno_text(ctx.errno))),
+            Evidence::Fact(format!("{name} returned {} with no entry", errno_text(ctx.errno)).into()),
             Evidence::Fact("the task's seccomp mode is 2 (filter)".into()),
         ],
         Some(
@@ -258,18 +283,21 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
             {
                 return None;
             }
-            evidence.push(Evidence::Fact(format!(
-                "inferred: the kernel's \"Mount too revealing\" line was not seen (older \
+            evidence.push(Evidence::Fact(
+                format!(
+                    "inferred: the kernel's \"Mount too revealing\" line was not seen (older \
                  kernels do not print it{}), but each condition of \
                  the check was: a new {fstype} mount, every capability check granted, a mount \
                  namespace owned by {}, and locked mounts over {fstype} in it",
-                if ctx.hooks.klog {
-                    ""
-                } else {
-                    ": there is none here"
-                },
-                userns_text(&st.user_ns)
-            )));
+                    if ctx.hooks.klog {
+                        ""
+                    } else {
+                        ": there is none here"
+                    },
+                    userns_text(&st.user_ns)
+                )
+                .into(),
+            ));
         }
     }
     evidence.extend(origin(ctx, "mnt", mnt));
@@ -297,11 +325,14 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
         .caps()
         .filter(|d| matches!(d, Decision::Cap { check, .. } if check.allowed))
         .count();
-    evidence.push(Evidence::Fact(format!(
-        "the caller's mount namespace {mnt} is owned by user namespace {}; \
+    evidence.push(Evidence::Fact(
+        format!(
+            "the caller's mount namespace {mnt} is owned by user namespace {}; \
          {granted} capability check(s) during the call, all granted",
-        st.mntns_owner
-    )));
+            st.mntns_owner
+        )
+        .into(),
+    ));
     let named = if masks.is_empty() {
         String::new()
     } else {
@@ -316,15 +347,19 @@ fn mount_too_revealing(ctx: &Ctx) -> Option<Explanation> {
              read-only, so a fresh {fstype} mount would show what those mounts hide. The mounts \
              were locked when the mount namespace was copied into the less privileged user \
              namespace."
-        ),
+        )
+        .into(),
         evidence,
-        Some(format!(
+        Some(
+            format!(
             "container runtimes mask /proc paths (/proc/keys, /proc/kcore, /proc/timer_list, ...) \
              with mounts that become locked in a new user namespace; run the container without \
              them (docker: --security-opt systempaths=unconfined; podman: --security-opt \
              unmask=ALL), or bind-mount the existing /{} instead of mounting a new one",
             if fstype == "sysfs" { "sys" } else { "proc" }
-        )),
+        )
+            .into(),
+        ),
     );
     e.mounts = masks;
     Some(e)
@@ -393,7 +428,8 @@ fn locked_mount(ctx: &Ctx) -> Option<Explanation> {
             "{path} is a locked mount: it came with the mount namespace when that was copied \
              into a less privileged user namespace, and such mounts cannot be unmounted (or \
              moved) there, since that would reveal what they cover"
-        ),
+        )
+        .into(),
         evidence,
         Some(
             "unmount it in the original namespace before creating the user namespace (for a \
@@ -439,7 +475,8 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
              when its namespace was copied into a less privileged user namespace stay locked there",
             locked.join(", "),
             cleared.join(", ")
-        ),
+        )
+        .into(),
         vec![Evidence::Event {
             seq: table.seq,
             what: format!(
@@ -449,15 +486,18 @@ fn locked_mount_flags(ctx: &Ctx) -> Option<Explanation> {
                 lock_origin_text(table, m)
             ),
         }],
-        Some(format!(
-            "keep the locked flags in the remount (e.g. remount,bind,{}), or change them in \
+        Some(
+            format!(
+                "keep the locked flags in the remount (e.g. remount,bind,{}), or change them in \
              the original namespace before the copy",
-            cleared
-                .iter()
-                .map(|f| if f == "readonly" { "ro" } else { f.as_str() })
-                .collect::<Vec<_>>()
-                .join(",")
-        )),
+                cleared
+                    .iter()
+                    .map(|f| if f == "readonly" { "ro" } else { f.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+            .into(),
+        ),
     );
     e.mounts = vec![path.to_string()];
     e.flags = cleared;
@@ -508,12 +548,16 @@ fn fs_type_not_userns_mountable(ctx: &Ctx) -> Option<Explanation> {
              requires, and the caller is in {}",
             capability_name(cap),
             userns_text(&cred_ns)
-        ),
+        )
+        .into(),
         vec![cap_evidence(ctx, seq, &check)],
-        Some(format!(
+        Some(
+            format!(
             "mount {fstype} from the initial user namespace (the host) and bind-mount it in, or \
              use a filesystem that user namespaces may mount (tmpfs, proc, sysfs, overlay, fuse)"
-        )),
+        )
+            .into(),
+        ),
     );
     e.capability = Some(capability_name(cap));
     e.user_ns = Some(target.into());
@@ -574,19 +618,18 @@ fn missing_capability(ctx: &Ctx) -> Option<Explanation> {
     };
     let mut evidence = vec![cap_evidence(ctx, seq, &check)];
     evidence.extend(origin(ctx, "user", target.inum));
-    evidence.push(Evidence::Fact(format!(
-        "the caller: euid {euid} in {}",
-        userns_text(&cred_ns)
-    )));
+    evidence.push(Evidence::Fact(
+        format!("the caller: euid {euid} in {}", userns_text(&cred_ns)).into(),
+    ));
     let mut e = Explanation::new(
         Cause::MissingCapability,
         format!(
             "{name} needs {capn} in {whose} ({}); the caller (euid {euid}, in {}) does not have it there",
             userns_text(&target),
             userns_text(&cred_ns)
-        ),
+        ).into(),
         evidence,
-        Some(hint),
+        Some(hint.into()),
     );
     e.capability = Some(capn);
     e.user_ns = Some(target.into());
@@ -598,7 +641,7 @@ fn multithreaded(ctx: &Ctx) -> Option<Explanation> {
     if threads <= 1 {
         return None;
     }
-    let name = ctx.call.name.as_str();
+    let name = &*ctx.call.name;
     let flags = ctx.flags(if name == "setns" { "nstype" } else { "flags" });
     let applies = match (name, ctx.errno) {
         ("unshare", EINVAL) => flags.contains(&"CLONE_NEWUSER"),
@@ -615,10 +658,10 @@ fn multithreaded(ctx: &Ctx) -> Option<Explanation> {
     };
     Some(Explanation::new(
         Cause::Multithreaded,
-        format!("{what}, and this process had {threads} threads"),
-        vec![Evidence::Fact(format!(
-            "{threads} threads in the caller's thread group at the call"
-        ))],
+        format!("{what}, and this process had {threads} threads").into(),
+        vec![Evidence::Fact(
+            format!("{threads} threads in the caller's thread group at the call").into(),
+        )],
         Some(
             "make the call before starting threads (or in a freshly forked child); \
              clone(CLONE_NEWUSER) is allowed from a multithreaded process"
@@ -652,10 +695,11 @@ fn userns_reentry(ctx: &Ctx) -> Option<Explanation> {
             "setns into {} is refused: it is the caller's own user namespace, and a task \
              cannot re-enter the user namespace it is in",
             userns_text(&own)
-        ),
-        vec![Evidence::Fact(format!(
-            "the fd refers to user namespace {target}, the caller's own"
-        ))],
+        )
+        .into(),
+        vec![Evidence::Fact(
+            format!("the fd refers to user namespace {target}, the caller's own").into(),
+        )],
         Some(
             "skip the setns when the target is already the current user namespace (compare \
              readlink /proc/self/ns/user with the target's); nsenter does this check itself"
@@ -683,12 +727,12 @@ fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
             "setns into pid namespace {} (level {level}) is refused: a task may only enter its \
              active pid namespace ({own}, level {own_level}) or one below it, and this one is {relation}",
             target.inum
-        ),
+        ).into(),
         vec![Evidence::Fact(format!(
             "the fd refers to pid namespace {} at level {level}; the caller's active pid \
              namespace {own} is at level {own_level}",
             target.inum
-        ))],
+        ).into())],
         Some(
             "enter the pid namespace from a process that is at or above it (for example from \
              the parent of the process whose namespace you want), not from inside a child"
@@ -699,7 +743,7 @@ fn pidns_not_descendant(ctx: &Ctx) -> Option<Explanation> {
 
 /// Whether the call creates a user namespace (unshare, clone, clone3 with CLONE_NEWUSER).
 fn creates_userns(ctx: &Ctx) -> bool {
-    matches!(ctx.call.name.as_str(), "unshare" | "clone" | "clone3")
+    matches!(&*ctx.call.name, "unshare" | "clone" | "clone3")
         && ctx.flags("flags").contains(&"CLONE_NEWUSER")
 }
 
@@ -722,12 +766,16 @@ fn chrooted(ctx: &Ctx) -> Option<Explanation> {
         format!(
             "a chrooted process may not create a user namespace (it could use one to escape \
              the chroot), and the caller is chrooted: {why}"
-        ),
-        vec![Evidence::Fact(format!(
+        )
+        .into(),
+        vec![Evidence::Fact(
+            format!(
             "read in the kernel at entry: the caller's root (task->fs->root) against its mount \
              namespace {}'s root: {why}",
             ctx.call.ns.inum[nstrace_common::ns::MNT]
-        ))],
+        )
+            .into(),
+        )],
         Some(
             "create the user namespace before chroot, or use a mount namespace and \
              pivot_root instead of chroot (unshare -m, then pivot_root into the new root)"
@@ -743,26 +791,29 @@ fn target_text(t: &crate::event::TargetMount) -> String {
 
 /// Evidence that a target was resolved through the kernel after the call.
 fn target_evidence(t: &crate::event::TargetMount) -> Evidence {
-    Evidence::Fact(format!(
-        "read through the kernel after the call: {} resolves (as pid {} sees it) to mount {} \
+    Evidence::Fact(
+        format!(
+            "read through the kernel after the call: {} resolves (as pid {} sees it) to mount {} \
          (parent {}) of mount namespace {}{}{}{}",
-        target_text(t),
-        t.via_pid,
-        t.mnt_id,
-        t.parent_id,
-        t.mnt_ns,
-        if t.mount_root {
-            ", at its root"
-        } else {
-            ", inside it (not a mount point)"
-        },
-        if t.shared { ", shared" } else { "" },
-        if t.parent_shared {
-            ", parent shared"
-        } else {
-            ""
-        },
-    ))
+            target_text(t),
+            t.via_pid,
+            t.mnt_id,
+            t.parent_id,
+            t.mnt_ns,
+            if t.mount_root {
+                ", at its root"
+            } else {
+                ", inside it (not a mount point)"
+            },
+            if t.shared { ", shared" } else { "" },
+            if t.parent_shared {
+                ", parent shared"
+            } else {
+                ""
+            },
+        )
+        .into(),
+    )
 }
 
 fn shared_propagation(ctx: &Ctx) -> Option<Explanation> {
@@ -770,7 +821,7 @@ fn shared_propagation(ctx: &Ctx) -> Option<Explanation> {
         return None;
     }
     let t = |arg: &str| ctx.call.targets.iter().find(|t| t.arg == arg);
-    let culprits: Vec<(&crate::event::TargetMount, &str)> = match ctx.call.name.as_str() {
+    let culprits: Vec<(&crate::event::TargetMount, &str)> = match &*ctx.call.name {
         "pivot_root" => {
             let mut v = Vec::new();
             if let Some(old) = t("put_old").filter(|m| m.shared) {
@@ -807,7 +858,8 @@ fn shared_propagation(ctx: &Ctx) -> Option<Explanation> {
             "{name} refuses to move mounts out of or into a shared mount, since the change \
              would have to propagate to every peer of it: {}",
             what.join("; ")
-        ),
+        )
+        .into(),
         culprits.iter().map(|(m, _)| target_evidence(m)).collect(),
         Some(
             "make the mounts private (or slaves) in this mount namespace first: mount \
@@ -835,9 +887,9 @@ fn not_in_caller_mount_ns(ctx: &Ctx) -> Option<Explanation> {
     })?;
     let mut evidence = vec![target_evidence(foreign)];
     evidence.extend(origin(ctx, "mnt", foreign.mnt_ns));
-    evidence.push(Evidence::Fact(format!(
-        "the caller is in mount namespace {mnt}"
-    )));
+    evidence.push(Evidence::Fact(
+        format!("the caller is in mount namespace {mnt}").into(),
+    ));
     let mut e = Explanation::new(
         Cause::NotInCallerMountNs,
         format!(
@@ -848,7 +900,8 @@ fn not_in_caller_mount_ns(ctx: &Ctx) -> Option<Explanation> {
             target_text(foreign),
             foreign.mnt_id,
             foreign.mnt_ns
-        ),
+        )
+        .into(),
         evidence,
         Some(
             "make the call from inside that mount namespace (nsenter --mount=/proc/PID/ns/mnt \
@@ -884,12 +937,16 @@ fn idmap_rules(ctx: &Ctx) -> Option<Explanation> {
              current user namespace, and its {which} has no mapping in {} (no {which}_map line \
              covers it)",
             userns_text(&st.user_ns)
-        ),
-        vec![Evidence::Fact(format!(
-            "euid {} in {}: {which} not covered by its id map",
-            st.euid,
-            userns_text(&st.user_ns)
-        ))],
+        )
+        .into(),
+        vec![Evidence::Fact(
+            format!(
+                "euid {} in {}: {which} not covered by its id map",
+                st.euid,
+                userns_text(&st.user_ns)
+            )
+            .into(),
+        )],
         Some(
             "write the parent's uid_map and gid_map first (unshare -r maps the caller to root; \
              newuidmap/newgidmap for a range), then create the nested user namespace"
@@ -899,7 +956,7 @@ fn idmap_rules(ctx: &Ctx) -> Option<Explanation> {
 }
 
 fn namespace_limit(ctx: &Ctx) -> Option<Explanation> {
-    let name = ctx.call.name.as_str();
+    let name = &*ctx.call.name;
     if ctx.errno != ENOSPC || !matches!(name, "unshare" | "clone" | "clone3") {
         return None;
     }
@@ -952,8 +1009,8 @@ fn namespace_limit(ctx: &Ctx) -> Option<Explanation> {
     };
     Some(Explanation::new(
         Cause::NamespaceLimit,
-        text,
-        vec![Evidence::Fact(fact)],
+        text.into(),
+        vec![Evidence::Fact(fact.into())],
         Some(
             "see /proc/sys/user/max_*_namespaces (writable per user namespace by holders of \
              CAP_SYS_RESOURCE there) and how deep the namespaces already nest"
@@ -993,11 +1050,12 @@ fn lsm_denied(ctx: &Ctx) -> Option<Explanation> {
 }
 
 fn unknown(ctx: &Ctx) -> Explanation {
-    let mut facts = vec![Evidence::Fact(format!(
-        "{} returned {}",
-        ctx.call.name,
-        errno_text(ctx.errno)
-    ))];
+    let mut returned = String::with_capacity(ctx.call.name.len() + 24);
+    returned.push_str(&ctx.call.name);
+    returned.push_str(" returned ");
+    push_errno(&mut returned, ctx.errno);
+    let mut facts = Vec::with_capacity(4 + ctx.decisions.len() + ctx.call.targets.len());
+    facts.push(Evidence::Fact(returned.into()));
     if ctx.lossy {
         facts.push(Evidence::Fact(
             "the kernel lost records while the call ran (the ring buffer was full): decisions may be missing"
@@ -1005,10 +1063,13 @@ fn unknown(ctx: &Ctx) -> Explanation {
         ));
     }
     if ctx.call.no_entry {
-        facts.push(Evidence::Fact(format!(
-            "the exit came without an entry; seccomp mode {}",
-            ctx.call.state.seccomp_mode
-        )));
+        facts.push(Evidence::Fact(
+            format!(
+                "the exit came without an entry; seccomp mode {}",
+                ctx.call.state.seccomp_mode
+            )
+            .into(),
+        ));
     }
     if ctx.hooks.cap {
         for d in ctx.decisions {
@@ -1032,12 +1093,15 @@ fn unknown(ctx: &Ctx) -> Explanation {
     }
     facts.extend(ctx.call.targets.iter().map(target_evidence));
     let st = &ctx.call.state;
-    facts.push(Evidence::Fact(format!(
-        "the caller: euid {} in {}, {} thread(s)",
-        st.euid,
-        userns_text(&st.user_ns),
-        st.nr_threads
-    )));
+    let mut caller = String::with_capacity(128);
+    caller.push_str("the caller: euid ");
+    push_num(&mut caller, st.euid);
+    caller.push_str(" in ");
+    push_userns(&mut caller, &st.user_ns);
+    caller.push_str(", ");
+    push_num(&mut caller, st.nr_threads);
+    caller.push_str(" thread(s)");
+    facts.push(Evidence::Fact(caller.into()));
     Explanation::new(
         Cause::Unknown,
         "no rule matched on the evidence recorded; the facts gathered are listed".into(),
@@ -1068,6 +1132,20 @@ mod tests {
         parent: 4026531837,
     };
 
+    #[test]
+    fn texts_built_piece_by_piece_read_as_formatted() {
+        assert_eq!(userns_text(&INIT), "the initial user namespace 4026531837");
+        assert_eq!(
+            userns_text(&CHILD),
+            "user namespace 4026532500 (level 1, created by uid 0)"
+        );
+        for errno in [1, 22, 4000, -3] {
+            let mut s = String::new();
+            push_errno(&mut s, errno);
+            assert_eq!(s, errno_text(errno));
+        }
+    }
+
     fn s(text: &str) -> ArgValue {
         ArgValue::Str {
             text: text.into(),
@@ -1080,7 +1158,7 @@ mod tests {
     }
 
     fn call(
-        name: &str,
+        name: &'static str,
         args: Vec<(&'static str, ArgValue)>,
         errno: i64,
         state: TaskState,

@@ -1,5 +1,7 @@
-//! Output: the human timeline ([`text`]) and NDJSON ([`ndjson`]).
+//! Output: the human timeline ([`text`]) and NDJSON ([`ndjson`], written
+//! with [`json`]).
 
+pub mod json;
 pub mod ndjson;
 pub mod text;
 

@@ -4,11 +4,11 @@
 
 use std::io::{self, Write};
 
-use serde_json::{json, Map, Value};
-
+use super::json::{key, write_hex, Obj, ToJson};
 use super::{Sink, StartInfo, Summary};
+use crate::containers::Container;
 use crate::errnos::{capability_name, errno_name, signal_name};
-use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, NS_NAMES};
+use crate::event::{ArgValue, CapCheck, Event, EventKind, ExitStatus, TargetMount, NS_NAMES};
 use crate::explain::{Evidence, Explanation};
 use crate::model::Annotated;
 use nstrace_common::{NsIds, TaskState, UserNsInfo};
@@ -20,6 +20,43 @@ pub const FORMAT_VERSION: u64 = 1;
 pub struct NdjsonSink<W: Write> {
     out: W,
     line: Vec<u8>,
+    repeats: Repeats,
+}
+
+/// The JSON of a value as last written, written again as is while the value
+/// stays the same.
+#[derive(Debug, Default)]
+struct Memo<T> {
+    value: Option<T>,
+    json: Vec<u8>,
+}
+
+impl<T: Copy + PartialEq> Memo<T> {
+    fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        v: &T,
+        write: fn(&mut Vec<u8>, &T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.value.as_ref() != Some(v) {
+            self.value = None;
+            self.json.clear();
+            write(&mut self.json, v)?;
+            self.value = Some(*v);
+        }
+        out.extend_from_slice(&self.json);
+        Ok(())
+    }
+}
+
+/// The objects that repeat from one event to the next (a process keeps its
+/// namespaces and its credentials), kept as written so that they are not
+/// formatted again for every event.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    ns: Memo<NsIds>,
+    ns_before: Memo<NsIds>,
+    state: Memo<TaskState>,
 }
 
 impl<W: Write> NdjsonSink<W> {
@@ -28,12 +65,12 @@ impl<W: Write> NdjsonSink<W> {
         Self {
             out,
             line: Vec::with_capacity(4096),
+            repeats: Repeats::default(),
         }
     }
 
-    fn write_value(&mut self, v: &Value) -> io::Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, v).map_err(io::Error::other)?;
+    /// Writes the line in `self.line` with its newline.
+    fn write_line(&mut self) -> io::Result<()> {
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
@@ -41,24 +78,25 @@ impl<W: Write> NdjsonSink<W> {
 
 impl<W: Write> Sink for NdjsonSink<W> {
     fn start(&mut self, info: &StartInfo) -> io::Result<()> {
-        let v = json!({
-            "v": FORMAT_VERSION,
-            "seq": info.seq,
-            "type": "start",
-            "ts_ns": info.ts_ns,
-            "pid": 0,
-            "tid": 0,
-            "comm": "",
-            "nstrace": env!("CARGO_PKG_VERSION"),
-            "kernel": info.kernel,
-            "hooks": {
-                "cap": info.hooks.cap,
-                "klog": info.hooks.klog,
-                "cap_via": info.hooks.cap_via,
-                "syscalls_via": info.hooks.syscalls_via,
-            },
-        });
-        self.write_value(&v)?;
+        self.line.clear();
+        let mut m = Obj::new(&mut self.line);
+        m.field(key!("v"), &FORMAT_VERSION)?;
+        m.field(key!("seq"), &info.seq)?;
+        m.field(key!("type"), "start")?;
+        m.field(key!("ts_ns"), &info.ts_ns)?;
+        m.field(key!("pid"), &0u32)?;
+        m.field(key!("tid"), &0u32)?;
+        m.field(key!("comm"), "")?;
+        m.field(key!("nstrace"), env!("CARGO_PKG_VERSION"))?;
+        m.field(key!("kernel"), &info.kernel)?;
+        let mut h = Obj::new(m.key(key!("hooks")));
+        h.field(key!("cap"), &info.hooks.cap)?;
+        h.field(key!("klog"), &info.hooks.klog)?;
+        h.field(key!("cap_via"), &info.hooks.cap_via)?;
+        h.field(key!("syscalls_via"), &info.hooks.syscalls_via)?;
+        h.end();
+        m.end();
+        self.write_line()?;
         self.out.flush()
     }
 
@@ -67,45 +105,42 @@ impl<W: Write> Sink for NdjsonSink<W> {
     }
 
     fn event(&mut self, ev: &Annotated) -> io::Result<()> {
-        let mut v = event_json(&ev.event);
-        if let Value::Object(m) = &mut v {
-            if let Some(c) = &ev.container {
-                m.insert("container".into(), container_json(c));
-            }
-            if let Some(e) = &ev.explanation {
-                m.insert("explanation".into(), explanation_json(e));
-            }
-        }
-        self.write_value(&v)
+        self.line.clear();
+        write_event(
+            &mut self.line,
+            &mut self.repeats,
+            &ev.event,
+            ev.container.as_ref(),
+            ev.explanation.as_ref(),
+        )?;
+        self.write_line()
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        let v = json!({
-            "v": FORMAT_VERSION,
-            "seq": s.seq,
-            "type": "summary",
-            "ts_ns": s.ts_ns,
-            "pid": 0,
-            "tid": 0,
-            "comm": "",
-            "events": s.counts.events,
-            "syscalls": s.counts.syscalls,
-            "failed": s.counts.failed,
-            "processes": s.counts.processes,
-            "lost": s.counts.lost,
-            "exit_code": s.exit_code,
-        });
-        self.write_value(&v)?;
+        self.line.clear();
+        let mut m = Obj::new(&mut self.line);
+        m.field(key!("v"), &FORMAT_VERSION)?;
+        m.field(key!("seq"), &s.seq)?;
+        m.field(key!("type"), "summary")?;
+        m.field(key!("ts_ns"), &s.ts_ns)?;
+        m.field(key!("pid"), &0u32)?;
+        m.field(key!("tid"), &0u32)?;
+        m.field(key!("comm"), "")?;
+        m.field(key!("events"), &s.counts.events)?;
+        m.field(key!("syscalls"), &s.counts.syscalls)?;
+        m.field(key!("failed"), &s.counts.failed)?;
+        m.field(key!("processes"), &s.counts.processes)?;
+        m.field(key!("lost"), &s.counts.lost)?;
+        m.field(key!("exit_code"), &s.exit_code)?;
+        m.end();
+        self.write_line()?;
         self.out.flush()
     }
 }
 
-/// The JSON object of one event.
-pub fn event_json(ev: &Event) -> Value {
-    let mut m = Map::new();
-    m.insert("v".into(), json!(FORMAT_VERSION));
-    m.insert("seq".into(), json!(ev.seq));
-    let ty = match &ev.kind {
+/// The line type of an event.
+fn type_name(kind: &EventKind) -> &'static str {
+    match kind {
         EventKind::Syscall(_) => "syscall",
         EventKind::Fork { .. } => "fork",
         EventKind::Exec { .. } => "exec",
@@ -115,72 +150,108 @@ pub fn event_json(ev: &Event) -> Value {
         EventKind::Klog { .. } => "klog",
         EventKind::Mounts { .. } => "mounts",
         EventKind::Container(_) => "container",
-    };
-    m.insert("type".into(), json!(ty));
-    m.insert("ts_ns".into(), json!(ev.ts_ns));
-    m.insert("pid".into(), json!(ev.pid));
-    m.insert("tid".into(), json!(ev.tid));
-    m.insert("comm".into(), json!(ev.comm));
+    }
+}
+
+/// Appends the JSON object of one event (without a newline) to `out`, with
+/// the container the process belongs to and the explanation of a failed
+/// call. For a `container` event, `container` (when given) is what its
+/// `container` member shows. `repeats` keeps what the previous events had.
+pub fn write_event(
+    out: &mut Vec<u8>,
+    repeats: &mut Repeats,
+    ev: &Event,
+    container: Option<&Container>,
+    explanation: Option<&Explanation>,
+) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field(key!("v"), &FORMAT_VERSION)?;
+    m.field(key!("seq"), &ev.seq)?;
+    m.field(key!("type"), type_name(&ev.kind))?;
+    m.field(key!("ts_ns"), &ev.ts_ns)?;
+    m.field(key!("pid"), &ev.pid)?;
+    m.field(key!("tid"), &ev.tid)?;
+    m.field(key!("comm"), &ev.comm)?;
+    // A container event shows its container in the place of the member
+    // every other event has at the end.
+    let mut trailing_container = container;
     match &ev.kind {
         EventKind::Container(c) => {
-            m.insert("container".into(), container_json(c));
+            write_container(m.key(key!("container")), container.unwrap_or(c))?;
+            trailing_container = None;
         }
         EventKind::Syscall(sc) => {
-            m.insert("syscall".into(), json!(sc.name));
-            let mut args = Map::new();
-            let mut truncated = Vec::new();
+            m.field(key!("syscall"), &sc.name)?;
+            let mut args = Obj::new(m.key(key!("args")));
             for (name, value) in &sc.args {
-                if matches!(
-                    value,
+                write_arg(args.name_key(name), value)?;
+            }
+            args.end();
+            m.field(key!("ret"), &sc.user_ret())?;
+            let errno = m.key(key!("errno"));
+            match sc.errno() {
+                Some(e) => match errno_name(e) {
+                    Some(name) => name.write_json(errno)?,
+                    None => e.to_string().write_json(errno)?,
+                },
+                None => None::<u32>.write_json(errno)?,
+            }
+            repeats.ns.write(m.key(key!("ns")), &sc.ns, write_ns)?;
+            if let Some(before) = &sc.ns_before {
+                repeats
+                    .ns_before
+                    .write(m.key(key!("ns_before")), before, write_ns)?;
+            }
+            m.field(key!("duration_ns"), &sc.duration_ns)?;
+            repeats
+                .state
+                .write(m.key(key!("state")), &sc.state, write_state)?;
+            if let Some(ns) = sc.fd_ns {
+                m.field(key!("fd_ns"), &ns.inum)?;
+                if let Some(kind) = ns.kind {
+                    m.field(key!("fd_ns_type"), kind)?;
+                }
+                if let Some(level) = ns.level {
+                    m.field(key!("fd_ns_level"), &level)?;
+                }
+            }
+            if !sc.targets.is_empty() {
+                let list = m.key(key!("targets"));
+                list.push(b'[');
+                for (i, t) in sc.targets.iter().enumerate() {
+                    if i > 0 {
+                        list.push(b',');
+                    }
+                    write_target(list, t)?;
+                }
+                list.push(b']');
+            }
+            if sc.no_entry {
+                m.field(key!("no_entry"), &true)?;
+            }
+            let mut truncated = sc.args.iter().filter(|(_, v)| {
+                matches!(
+                    v,
                     ArgValue::Str {
                         truncated: true,
                         ..
                     }
-                ) {
-                    truncated.push(*name);
+                )
+            });
+            if let Some((first, _)) = truncated.next() {
+                let list = m.key(key!("truncated"));
+                list.push(b'[');
+                first.write_json(list)?;
+                for (name, _) in truncated {
+                    list.push(b',');
+                    name.write_json(list)?;
                 }
-                args.insert((*name).into(), arg_json(value));
-            }
-            m.insert("args".into(), Value::Object(args));
-            m.insert("ret".into(), json!(sc.user_ret()));
-            m.insert(
-                "errno".into(),
-                match sc.errno() {
-                    Some(e) => json!(errno_name(e).map_or_else(|| e.to_string(), String::from)),
-                    None => Value::Null,
-                },
-            );
-            m.insert("ns".into(), ns_json(&sc.ns));
-            if let Some(before) = &sc.ns_before {
-                m.insert("ns_before".into(), ns_json(before));
-            }
-            m.insert("duration_ns".into(), json!(sc.duration_ns));
-            m.insert("state".into(), state_json(&sc.state));
-            if let Some(ns) = sc.fd_ns {
-                m.insert("fd_ns".into(), json!(ns.inum));
-                if let Some(kind) = ns.kind {
-                    m.insert("fd_ns_type".into(), json!(kind));
-                }
-                if let Some(level) = ns.level {
-                    m.insert("fd_ns_level".into(), json!(level));
-                }
-            }
-            if !sc.targets.is_empty() {
-                m.insert(
-                    "targets".into(),
-                    sc.targets.iter().map(target_json).collect::<Value>(),
-                );
-            }
-            if sc.no_entry {
-                m.insert("no_entry".into(), json!(true));
-            }
-            if !truncated.is_empty() {
-                m.insert("truncated".into(), json!(truncated));
+                list.push(b']');
             }
         }
         EventKind::Fork { ppid, ns } => {
-            m.insert("ppid".into(), json!(ppid));
-            m.insert("ns".into(), ns_json(ns));
+            m.field(key!("ppid"), ppid)?;
+            repeats.ns.write(m.key(key!("ns")), ns, write_ns)?;
         }
         EventKind::Exec {
             ppid,
@@ -190,32 +261,37 @@ pub fn event_json(ev: &Event) -> Value {
             ns,
             adopted,
         } => {
-            m.insert("ppid".into(), json!(ppid));
-            m.insert("filename".into(), json!(filename));
-            m.insert("argv".into(), json!(argv));
+            m.field(key!("ppid"), ppid)?;
+            m.field(key!("filename"), filename)?;
+            m.field(key!("argv"), argv)?;
             if *argv_truncated {
-                m.insert("argv_truncated".into(), json!(true));
+                m.field(key!("argv_truncated"), &true)?;
             }
-            m.insert("ns".into(), ns_json(ns));
+            repeats.ns.write(m.key(key!("ns")), ns, write_ns)?;
             if *adopted {
-                m.insert("adopted".into(), json!(true));
+                m.field(key!("adopted"), &true)?;
             }
         }
         EventKind::Exit { ppid, status } => {
-            m.insert("ppid".into(), json!(ppid));
-            let (code, signal, core) = match *status {
-                ExitStatus::Exited(c) => (json!(c), Value::Null, false),
+            m.field(key!("ppid"), ppid)?;
+            match *status {
+                ExitStatus::Exited(c) => {
+                    m.field(key!("exit_code"), &c)?;
+                    m.field(key!("signal"), &None::<u32>)?;
+                    m.field(key!("core_dumped"), &false)?;
+                }
                 ExitStatus::Signaled {
                     signal,
                     core_dumped,
-                } => (Value::Null, json!(signal_name(signal)), core_dumped),
-            };
-            m.insert("exit_code".into(), code);
-            m.insert("signal".into(), signal);
-            m.insert("core_dumped".into(), json!(core));
+                } => {
+                    m.field(key!("exit_code"), &None::<u32>)?;
+                    m.field(key!("signal"), &signal_name(signal))?;
+                    m.field(key!("core_dumped"), &core_dumped)?;
+                }
+            }
         }
         EventKind::Lost { count } => {
-            m.insert("count".into(), json!(count));
+            m.field(key!("count"), count)?;
         }
         EventKind::Cap(CapCheck {
             cap,
@@ -224,14 +300,14 @@ pub fn event_json(ev: &Event) -> Value {
             cred_ns,
             euid,
         }) => {
-            m.insert("cap".into(), json!(capability_name(*cap)));
-            m.insert("allowed".into(), json!(allowed));
-            m.insert("user_ns".into(), userns_json(target));
-            m.insert("cred_user_ns".into(), userns_json(cred_ns));
-            m.insert("euid".into(), json!(euid));
+            m.field(key!("cap"), &capability_name(*cap))?;
+            m.field(key!("allowed"), allowed)?;
+            write_userns(m.key(key!("user_ns")), target)?;
+            write_userns(m.key(key!("cred_user_ns")), cred_ns)?;
+            m.field(key!("euid"), euid)?;
         }
         EventKind::Klog { text } => {
-            m.insert("text".into(), json!(text));
+            m.field(key!("text"), text)?;
         }
         EventKind::Mounts {
             mnt_ns,
@@ -241,149 +317,215 @@ pub fn event_json(ev: &Event) -> Value {
             from_source,
             mounts,
         } => {
-            m.insert(
-                "read_from".into(),
-                json!(if *from_source { "source" } else { "new" }),
-            );
-            m.insert("mnt_ns".into(), json!(mnt_ns));
-            m.insert("user_ns".into(), json!(user_ns));
-            m.insert("locked".into(), json!(locked));
-            m.insert("created_by".into(), json!(created_by));
-            let list: Vec<Value> = mounts
-                .iter()
-                .map(|mt| {
-                    json!({
-                        "id": mt.id,
-                        "parent": mt.parent,
-                        "root": mt.root,
-                        "mountpoint": mt.mountpoint,
-                        "options": mt.options,
-                        "fstype": mt.fstype,
-                        "source": mt.source,
-                        "kernel": mt.kernel.map(|k| json!({
-                            "flags": k.flags,
-                            "locked": k.locked(),
-                            "locks": k.locks(),
-                        })),
-                    })
-                })
-                .collect();
-            m.insert("mounts".into(), Value::Array(list));
+            m.field(
+                key!("read_from"),
+                if *from_source { "source" } else { "new" },
+            )?;
+            m.field(key!("mnt_ns"), mnt_ns)?;
+            m.field(key!("user_ns"), user_ns)?;
+            m.field(key!("locked"), locked)?;
+            m.field(key!("created_by"), created_by)?;
+            let list = m.key(key!("mounts"));
+            list.push(b'[');
+            for (i, mt) in mounts.iter().enumerate() {
+                if i > 0 {
+                    list.push(b',');
+                }
+                let mut o = Obj::new(list);
+                o.field(key!("id"), &mt.id)?;
+                o.field(key!("parent"), &mt.parent)?;
+                o.field(key!("root"), &mt.root)?;
+                o.field(key!("mountpoint"), &mt.mountpoint)?;
+                o.field(key!("options"), &mt.options)?;
+                o.field(key!("fstype"), &mt.fstype)?;
+                o.field(key!("source"), &mt.source)?;
+                match mt.kernel {
+                    Some(k) => {
+                        let mut ko = Obj::new(o.key(key!("kernel")));
+                        ko.field(key!("flags"), &k.flags)?;
+                        ko.field(key!("locked"), &k.locked())?;
+                        ko.field(key!("locks"), &k.locks())?;
+                        ko.end();
+                    }
+                    None => o.field(key!("kernel"), &None::<u32>)?,
+                }
+                o.end();
+            }
+            list.push(b']');
         }
     }
-    Value::Object(m)
+    if let Some(c) = trailing_container {
+        write_container(m.key(key!("container")), c)?;
+    }
+    if let Some(e) = explanation {
+        write_explanation(m.key(key!("explanation")), e)?;
+    }
+    m.end();
+    Ok(())
 }
 
 /// `{"inum": N, "level": N, "owner": UID, "parent": N}`.
-pub fn userns_json(u: &UserNsInfo) -> Value {
-    json!({"inum": u.inum, "level": u.level, "owner": u.owner, "parent": u.parent})
+fn write_userns(out: &mut Vec<u8>, u: &UserNsInfo) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field(key!("inum"), &u.inum)?;
+    m.field(key!("level"), &u.level)?;
+    m.field(key!("owner"), &u.owner)?;
+    m.field(key!("parent"), &u.parent)?;
+    m.end();
+    Ok(())
 }
 
 /// `{"id", "runtime", "engine"?, "init_pid"?}`.
-pub fn container_json(c: &crate::containers::Container) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(c.id));
-    m.insert("runtime".into(), json!(c.runtime));
+fn write_container(out: &mut Vec<u8>, c: &Container) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field(key!("id"), &c.id)?;
+    m.field(key!("runtime"), &c.runtime)?;
     if let Some(e) = &c.engine {
-        m.insert("engine".into(), json!(e));
+        m.field(key!("engine"), e)?;
     }
     if let Some(p) = c.init_pid {
-        m.insert("init_pid".into(), json!(p));
+        m.field(key!("init_pid"), &p)?;
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
 
 /// A path argument of a failed call resolved to its mount.
-pub fn target_json(t: &crate::event::TargetMount) -> Value {
-    json!({
-        "arg": t.arg,
-        "path": t.path,
-        "mnt_id": t.mnt_id,
-        "parent_id": t.parent_id,
-        "mnt_ns": t.mnt_ns,
-        "mount_root": t.mount_root,
-        "shared": t.shared,
-        "parent_shared": t.parent_shared,
-        "mnt_flags": format!("{:#x}", t.flags),
-        "via_pid": t.via_pid,
-    })
+fn write_target(out: &mut Vec<u8>, t: &TargetMount) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field(key!("arg"), &t.arg)?;
+    m.field(key!("path"), &t.path)?;
+    m.field(key!("mnt_id"), &t.mnt_id)?;
+    m.field(key!("parent_id"), &t.parent_id)?;
+    m.field(key!("mnt_ns"), &t.mnt_ns)?;
+    m.field(key!("mount_root"), &t.mount_root)?;
+    m.field(key!("shared"), &t.shared)?;
+    m.field(key!("parent_shared"), &t.parent_shared)?;
+    write_hex(m.key(key!("mnt_flags")), u64::from(t.flags))?;
+    m.field(key!("via_pid"), &t.via_pid)?;
+    m.end();
+    Ok(())
 }
 
 /// The caller's state recorded with a syscall.
-pub fn state_json(st: &TaskState) -> Value {
-    json!({
-        "user_ns": userns_json(&st.user_ns),
-        "euid": st.euid,
-        "threads": st.nr_threads,
-        "seccomp_mode": st.seccomp_mode,
-        "pidns_level": st.pidns_level,
-        "owners": {"mnt": st.mntns_owner, "pid": st.pidns_owner, "net": st.netns_owner},
-        "egid": st.egid,
-        "ids_mapped": {"uid": st.uid_map.maps(st.euid), "gid": st.gid_map.maps(st.egid)},
-        "chrooted": st.root.chrooted(),
-    })
+fn write_state(out: &mut Vec<u8>, st: &TaskState) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    write_userns(m.key(key!("user_ns")), &st.user_ns)?;
+    m.field(key!("euid"), &st.euid)?;
+    m.field(key!("threads"), &st.nr_threads)?;
+    m.field(key!("seccomp_mode"), &st.seccomp_mode)?;
+    m.field(key!("pidns_level"), &st.pidns_level)?;
+    let mut owners = Obj::new(m.key(key!("owners")));
+    owners.field(key!("mnt"), &st.mntns_owner)?;
+    owners.field(key!("pid"), &st.pidns_owner)?;
+    owners.field(key!("net"), &st.netns_owner)?;
+    owners.end();
+    m.field(key!("egid"), &st.egid)?;
+    let mut mapped = Obj::new(m.key(key!("ids_mapped")));
+    mapped.field(key!("uid"), &st.uid_map.maps(st.euid))?;
+    mapped.field(key!("gid"), &st.gid_map.maps(st.egid))?;
+    mapped.end();
+    m.field(key!("chrooted"), &st.root.chrooted())?;
+    m.end();
+    Ok(())
 }
 
-/// The `explanation` object of a failed call.
-pub fn explanation_json(e: &Explanation) -> Value {
-    let evidence: Vec<Value> = e
-        .evidence
-        .iter()
-        .map(|ev| match ev {
-            Evidence::Event { seq, what } => json!({"seq": seq, "what": what}),
-            Evidence::Fact(f) => json!({"fact": f}),
-        })
-        .collect();
-    let mut m = Map::new();
-    m.insert("cause".into(), json!(e.cause.code()));
-    m.insert("text".into(), json!(e.text));
-    m.insert("evidence".into(), Value::Array(evidence));
-    m.insert("hint".into(), json!(e.hint));
+/// Appends the `explanation` object of a failed call to `out`.
+pub fn write_explanation(out: &mut Vec<u8>, e: &Explanation) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    m.field(key!("cause"), e.cause.code())?;
+    m.field(key!("text"), &e.text)?;
+    let list = m.key(key!("evidence"));
+    list.push(b'[');
+    for (i, ev) in e.evidence.iter().enumerate() {
+        if i > 0 {
+            list.push(b',');
+        }
+        let mut o = Obj::new(list);
+        match ev {
+            Evidence::Event { seq, what } => {
+                o.field(key!("seq"), seq)?;
+                o.field(key!("what"), what)?;
+            }
+            Evidence::Fact(f) => o.field(key!("fact"), f)?,
+        }
+        o.end();
+    }
+    list.push(b']');
+    m.field(key!("hint"), &e.hint)?;
     if let Some(cap) = &e.capability {
-        m.insert("capability".into(), json!(cap));
+        m.field(key!("capability"), cap)?;
     }
     if !e.mounts.is_empty() {
-        m.insert("mounts".into(), json!(e.mounts));
+        m.field(key!("mounts"), &e.mounts)?;
     }
     if !e.flags.is_empty() {
-        m.insert("flags".into(), json!(e.flags));
+        m.field(key!("flags"), &e.flags)?;
     }
     if let Some(u) = &e.user_ns {
-        m.insert(
-            "user_ns".into(),
-            json!({"inum": u.inum, "level": u.level, "owner": u.owner}),
-        );
+        let mut o = Obj::new(m.key(key!("user_ns")));
+        o.field(key!("inum"), &u.inum)?;
+        o.field(key!("level"), &u.level)?;
+        o.field(key!("owner"), &u.owner)?;
+        o.end();
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
+
+/// The keys of [`NS_NAMES`].
+const NS_KEYS: [&str; NS_NAMES.len()] = [
+    key!("user"),
+    key!("mnt"),
+    key!("pid"),
+    key!("net"),
+    key!("uts"),
+    key!("ipc"),
+    key!("cgroup"),
+    key!("time"),
+    key!("pid_for_children"),
+    key!("time_for_children"),
+];
 
 /// `{"user": N, ...}` with every namespace slot.
-pub fn ns_json(ids: &NsIds) -> Value {
-    let mut m = Map::new();
-    for (name, inum) in NS_NAMES.iter().zip(ids.inum.iter()) {
-        m.insert((*name).into(), json!(inum));
+fn write_ns(out: &mut Vec<u8>, ids: &NsIds) -> io::Result<()> {
+    let mut m = Obj::new(out);
+    for (prefix, inum) in NS_KEYS.iter().zip(ids.inum.iter()) {
+        m.field(prefix, inum)?;
     }
-    Value::Object(m)
+    m.end();
+    Ok(())
 }
 
-fn arg_json(v: &ArgValue) -> Value {
+fn write_arg(out: &mut Vec<u8>, v: &ArgValue) -> io::Result<()> {
     match v {
-        ArgValue::Str { text, .. } => json!(text),
-        ArgValue::Null => Value::Null,
+        ArgValue::Str { text, .. } => text.write_json(out),
+        ArgValue::Null => None::<u32>.write_json(out),
         ArgValue::Unreadable { addr, error } => {
-            json!({"addr": format!("{addr:#x}"), "error": error})
+            let mut m = Obj::new(out);
+            write_hex(m.key(key!("addr")), *addr)?;
+            m.field(key!("error"), error)?;
+            m.end();
+            Ok(())
         }
-        ArgValue::Int(i) => json!(i),
-        ArgValue::Name(n) => json!(n),
-        ArgValue::Flags(f) => json!(f),
-        ArgValue::Ptr(p) => json!(format!("{p:#x}")),
-        ArgValue::Struct(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), arg_json(v)))
-                .collect(),
-        ),
-        ArgValue::Bytes(n) => json!({ "bytes": n }),
+        ArgValue::Int(i) => i.write_json(out),
+        ArgValue::Name(n) => n.write_json(out),
+        ArgValue::Flags(f) => f.write_json(out),
+        ArgValue::Ptr(p) => write_hex(out, *p),
+        ArgValue::Struct(fields) => {
+            let mut m = Obj::new(out);
+            for (k, v) in fields {
+                write_arg(m.name_key(k), v)?;
+            }
+            m.end();
+            Ok(())
+        }
+        ArgValue::Bytes(n) => {
+            let mut m = Obj::new(out);
+            m.field(key!("bytes"), n)?;
+            m.end();
+            Ok(())
+        }
     }
 }
 
@@ -392,6 +534,13 @@ mod tests {
     use super::*;
     use crate::event::Syscall;
     use crate::syscalls::RetKind;
+    use serde_json::{json, Value};
+
+    fn event_json(ev: &Event) -> Value {
+        let mut out = Vec::new();
+        write_event(&mut out, &mut Repeats::default(), ev, None, None).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
 
     fn failed_mount() -> Event {
         Event {
@@ -424,6 +573,44 @@ mod tests {
                 fd_ns: None,
                 targets: Vec::new(),
             }),
+        }
+    }
+
+    #[test]
+    fn repeated_objects_follow_each_event() {
+        let mut events = Vec::new();
+        for (ns, euid, before) in [(9, 0, None), (9, 0, None), (8, 0, Some(9)), (9, 5, Some(8))] {
+            let mut ev = failed_mount();
+            if let EventKind::Syscall(sc) = &mut ev.kind {
+                sc.ns = NsIds { inum: [ns; 10] };
+                sc.state.euid = euid;
+                sc.ns_before = before.map(|b| NsIds { inum: [b; 10] });
+            }
+            events.push(Annotated {
+                event: ev,
+                ns_changes: vec![],
+                explanation: None,
+                container: None,
+            });
+        }
+        let mut shared = Vec::new();
+        let mut sink = NdjsonSink::new(&mut shared);
+        let mut expected = Vec::new();
+        for ann in &events {
+            sink.event(ann).unwrap();
+            NdjsonSink::new(&mut expected).event(ann).unwrap();
+        }
+        drop(sink);
+        assert_eq!(
+            String::from_utf8(shared).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn namespace_keys_are_the_namespace_names() {
+        for (prefix, name) in NS_KEYS.iter().zip(NS_NAMES) {
+            assert_eq!(*prefix, format!(",\"{name}\":"));
         }
     }
 

@@ -280,7 +280,7 @@ impl<W: Write> Sink for TextSink<W> {
             for ev in &e.evidence {
                 let item = match ev {
                     Evidence::Event { seq, what } => format!("#{seq} {what}"),
-                    Evidence::Fact(f) => f.clone(),
+                    Evidence::Fact(f) => f.to_string(),
                 };
                 line.push_str(&format!("{pad}  because: {}\n", sanitize(&item)));
             }

@@ -800,17 +800,19 @@ where
 }
 
 /// An error with its causes, first lines only (aya's include the whole
-/// verifier log).
+/// verifier log: of that, the line that says why the program was refused).
 fn first_line(e: &dyn std::error::Error) -> String {
     let line = |e: &dyn std::error::Error| {
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        first
-            .trim_end()
-            .trim_end_matches("Verifier output:")
-            .trim_end()
-            .trim_end_matches('.')
-            .to_string()
+        let (head, log) = match text.split_once("Verifier output:") {
+            Some((head, log)) => (head, Some(log)),
+            None => (text.lines().next().unwrap_or_default(), None),
+        };
+        let head = head.trim_end().trim_end_matches('.').to_string();
+        match log.and_then(verifier_reason) {
+            Some(why) => format!("{head}; the verifier says: {why}"),
+            None => head,
+        }
     };
     let mut parts = vec![line(e)];
     let mut cause = e.source();
@@ -824,6 +826,16 @@ fn first_line(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// The last line of a verifier log that is not a statistic: where the
+/// verifier stopped, and why.
+fn verifier_reason(log: &str) -> Option<&str> {
+    const STATS: [&str; 3] = ["processed ", "verification time", "stack depth"];
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
+        .next_back()
+}
+
 fn prog_err(what: String, e: aya::programs::ProgramError) -> ProbeError {
     ProbeError::Program {
         what,
@@ -835,5 +847,23 @@ fn map_err(name: &'static str, e: aya::maps::MapError) -> ProbeError {
     ProbeError::Map {
         name,
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_reason;
+
+    #[test]
+    fn the_reason_is_the_last_line_before_the_statistics() {
+        let log = " 0: R1=ctx() R10=fp0\n1998: (79) r2 = *(u64 *)(r1 -8)\n\
+                   invalid variable-offset read from stack R1\n\
+                   verification time 26802 usec\nstack depth 288\n\
+                   processed 2412 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_reason(log),
+            Some("invalid variable-offset read from stack R1")
+        );
+        assert_eq!(verifier_reason("\n"), None);
     }
 }

@@ -373,15 +373,52 @@ fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
     entry
 }
 
-/// `BPF_RB_NO_WAKEUP`: submit without waking the reader. For capability
-/// checks, which come only during a traced call, whose exit record follows
-/// with [`FORCE_WAKEUP`]: a fork makes a dozen checks, and the reader is
-/// then woken once for the lot.
+/// `BPF_RB_NO_WAKEUP`: submit without waking the reader. Waking it costs
+/// the traced task an interrupt (irq_work: a self-IPI, which in a VM is an
+/// MSR write that exits to the hypervisor, 9% of a namespace benchmark's
+/// CPU when every syscall record woke the reader). Most records can wait
+/// for the next one that wakes it, or for its 100 ms tick: capability
+/// checks (their call's exit follows), forks, exits, successful calls that
+/// change no namespace.
 const NO_WAKEUP: u64 = 1;
-/// `BPF_RB_FORCE_WAKEUP`, for syscall records. Without flags the kernel
-/// wakes the reader only if it has read everything before the record, which
-/// is not so after a record submitted with [`NO_WAKEUP`].
+/// `BPF_RB_FORCE_WAKEUP`, for the records nstrace must act on while the
+/// task lives: failed calls (their targets are resolved through the
+/// caller), namespace changes (a new mount namespace's table is read),
+/// execs (container runtimes). Without flags the kernel wakes the reader
+/// only if it has read everything before the record, which is not so after
+/// a record submitted with [`NO_WAKEUP`].
 const FORCE_WAKEUP: u64 = 2;
+// `wake_flag` adds 1 to NO_WAKEUP for an urgent record.
+const _: () = assert!(FORCE_WAKEUP == NO_WAKEUP + 1);
+
+/// 1 if `v` is not zero, else 0, without a branch (BPF has no setcc: a
+/// comparison becomes a jump, and on 6.1 every jump here multiplies the
+/// states the verifier walks).
+#[inline(always)]
+fn nonzero(v: u64) -> u64 {
+    (v | v.wrapping_neg()) >> 63
+}
+
+/// [`FORCE_WAKEUP`] if nstrace must see syscall record `rec` at once, else
+/// [`NO_WAKEUP`]: a failed call, or one that changed the caller's
+/// namespaces. (A clone that gives only its child new namespaces does not
+/// count: testing its flags here made 6.1's verifier refuse the program,
+/// and such a child usually lives on.) Branch-free, like [`kread0`].
+#[inline(always)]
+fn wake_flag(rec: *const SyscallRecord) -> u64 {
+    // SAFETY: `rec` is a complete record (PENDING value or scratch slot).
+    unsafe {
+        let (before, after) = ((*rec).ns_before.inum, (*rec).ns_after.inum);
+        let mut changed = 0u32;
+        let mut i = 0;
+        while i < before.len() {
+            changed |= before[i] ^ after[i];
+            i += 1;
+        }
+        let failed = (*rec).ret as u64 >> 63;
+        NO_WAKEUP + (failed | nonzero(u64::from(changed)))
+    }
+}
 
 /// Fills the header of a reserved record, which carries the losses this
 /// CPU has not reported yet.
@@ -767,7 +804,10 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
         read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
-        if EVENTS.output::<SyscallRecord>(&*rec, FORCE_WAKEUP).is_err() {
+        if EVENTS
+            .output::<SyscallRecord>(&*rec, wake_flag(rec))
+            .is_err()
+        {
             count_lost(lost);
         }
     }
@@ -842,7 +882,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).child_tid).write(child_tid);
         read_ns(cfg, child, addr_of_mut!((*rec).child_ns));
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
     0
 }
 
@@ -956,7 +996,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).argv_len).write(argv_len);
         read_ns(cfg, task, addr_of_mut!((*rec).ns));
     }
-    entry.submit(0);
+    entry.submit(FORCE_WAKEUP);
     0
 }
 
@@ -997,7 +1037,7 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).ppid).write(kread0(parent, o.task_tgid));
         addr_of_mut!((*rec).exit_code).write(kread0(task, o.task_exit_code));
     }
-    entry.submit(0);
+    entry.submit(NO_WAKEUP);
     0
 }
 

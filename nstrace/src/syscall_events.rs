@@ -153,21 +153,11 @@ impl SyscallEvents {
         Ok(())
     }
 
-    /// How many events are attached.
-    pub fn len(&self) -> usize {
-        self.fds.len()
-    }
-
-    /// Whether none is attached.
-    pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
-    }
-
     /// Detaches every event without waiting for the kernel to free them: a
     /// child process takes over the descriptors, nstrace drops its own
     /// (which the kernel then need not free), and the child closes them
-    /// and exits, on its own time. Should the fork fail, they are closed
-    /// here, slowly.
+    /// and exits, on its own time. Should the pipe or the fork fail, they
+    /// are closed here, slowly.
     ///
     /// Callers make the programs inert first (they may run until the
     /// child is done).

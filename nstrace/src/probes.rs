@@ -832,8 +832,7 @@ fn verifier_reason(log: &str) -> Option<&str> {
     const STATS: [&str; 3] = ["processed ", "verification time", "stack depth"];
     log.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
-        .next_back()
+        .rfind(|l| !l.is_empty() && !STATS.iter().any(|s| l.starts_with(s)))
 }
 
 fn prog_err(what: String, e: aya::programs::ProgramError) -> ProbeError {

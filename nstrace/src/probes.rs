@@ -245,7 +245,12 @@ impl Probes {
     }
 
     fn attach(&mut self, opts: &ProbeOptions) -> Result<(), ProbeError> {
-        preload(&mut self.ebpf);
+        // NSTRACE_SYSCALL_HOOK=raw_syscalls|syscall_events keeps only that
+        // way of observing syscalls (a knob for tests and benchmarks that
+        // compare the two).
+        let forced = std::env::var("NSTRACE_SYSCALL_HOOK").ok();
+        let wants = |m: SyscallMethod| forced.as_deref().is_none_or(|f| f == m.name());
+        preload(&mut self.ebpf, wants(SyscallMethod::Events));
         for (prog, tp) in HOOKS {
             let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
             load_once(p).map_err(|e| prog_err(format!("load {prog}"), e))?;
@@ -254,7 +259,7 @@ impl Probes {
                 .map_err(|e| prog_err(format!("attach raw tracepoint {tp}"), e))?;
             self.links.push((prog, Link::Raw(id)));
         }
-        let syscalls = self.attach_syscalls(opts)?;
+        let syscalls = self.attach_syscalls(opts, wants)?;
         self.reports.push(syscalls);
         let cap = self.attach_cap(opts);
         let klog = {
@@ -288,7 +293,11 @@ impl Probes {
     /// The per-syscall events, else the raw syscall tracepoints (which
     /// must load: without syscalls there is nothing to trace). With
     /// `try_every_hook`, the raw ones are tried too.
-    fn attach_syscalls(&mut self, opts: &ProbeOptions) -> Result<HookReport, ProbeError> {
+    fn attach_syscalls(
+        &mut self,
+        opts: &ProbeOptions,
+        wants: impl Fn(SyscallMethod) -> bool,
+    ) -> Result<HookReport, ProbeError> {
         let mut report = HookReport {
             point: "syscalls",
             attached: None,
@@ -296,10 +305,6 @@ impl Probes {
             also_loads: Vec::new(),
             gaps: Vec::new(),
         };
-        // NSTRACE_SYSCALL_HOOK=raw_syscalls|syscall_events keeps only that
-        // method (a knob for tests and benchmarks that compare the two).
-        let forced = std::env::var("NSTRACE_SYSCALL_HOOK").ok();
-        let wants = |m: SyscallMethod| forced.as_deref().is_none_or(|f| f == m.name());
         if wants(SyscallMethod::Events) {
             match self.attach_syscall_events() {
                 Ok(absent) => {
@@ -719,11 +724,13 @@ fn load_once<P: Loadable>(p: &mut P) -> Result<(), aya::programs::ProgramError> 
 /// for the two syscall programs here), and it runs in the loading thread,
 /// so two cores halve it. A program that fails here is loaded again where
 /// it is attached, which reports the error (or takes another hook).
-fn preload(ebpf: &mut Ebpf) {
+/// `syscall_events`: the per-syscall event programs, else the raw ones.
+fn preload(ebpf: &mut Ebpf, syscall_events: bool) {
     use aya::programs::Program;
-    let syscalls = match std::env::var("NSTRACE_SYSCALL_HOOK").as_deref() {
-        Ok("raw_syscalls") => [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT],
-        _ => [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT],
+    let syscalls = if syscall_events {
+        [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT]
+    } else {
+        [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT]
     };
     let wanted: Vec<&str> = HOOKS
         .iter()

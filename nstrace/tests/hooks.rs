@@ -113,23 +113,6 @@ fn untraced_syscalls_run_no_program_with_syscall_events() {
     }
 }
 
-/// Runs `nstrace --format ndjson -o FILE -- cmd...` with `hook` forced.
-fn trace_hooked(hook: &str, cmd: &[&str]) -> Trace {
-    let scratch = Scratch::new("out");
-    let out = scratch.path("trace.ndjson");
-    let output = Command::new("timeout")
-        .args(["-k", "5", TIMEOUT, NSTRACE])
-        .env("NSTRACE_SYSCALL_HOOK", hook)
-        .args(["--format", "ndjson", "-o"])
-        .arg(&out)
-        .arg("--")
-        .args(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run nstrace");
-    finish(output, &out)
-}
-
 /// Each way of hooking syscalls records every call the program made, with
 /// the result it got (the program prints `CALL RET ERRNO` for each), and
 /// the two ways record the same arguments.
@@ -143,7 +126,11 @@ fn both_syscall_hooks_record_what_the_program_saw() {
     for hook in ["syscall_events", "raw_syscalls"] {
         let dir = Scratch::new("newapi");
         let d = dir.0.to_string_lossy().into_owned();
-        let t = trace_hooked(hook, &[EXERCISE, "new-mount-api", &d]);
+        let t = trace_env(
+            &[("NSTRACE_SYSCALL_HOOK", hook)],
+            &[],
+            &[EXERCISE, "new-mount-api", &d],
+        );
         assert_eq!(t.code, Some(0), "{}", t.dump());
         assert_eq!(t.lines[0]["hooks"]["syscalls_via"], hook, "{}", t.dump());
         let printed: Vec<(String, i64)> = t

@@ -70,10 +70,17 @@ pub const TIMEOUT: &str = "120";
 
 /// Runs `nstrace [extra] --format ndjson -o FILE -- cmd...` (under `timeout`).
 pub fn trace_with(extra: &[&str], cmd: &[&str]) -> Trace {
+    trace_env(&[], extra, cmd)
+}
+
+/// [`trace_with`], with environment variables set for nstrace (its test
+/// knobs, like `NSTRACE_SYSCALL_HOOK`).
+pub fn trace_env(env: &[(&str, &str)], extra: &[&str], cmd: &[&str]) -> Trace {
     let scratch = Scratch::new("out");
     let out = scratch.path("trace.ndjson");
     let output = Command::new("timeout")
         .args(["-k", "5", TIMEOUT, NSTRACE])
+        .envs(env.iter().copied())
         .args(extra)
         .args(["--format", "ndjson", "-o"])
         .arg(&out)

@@ -310,6 +310,10 @@ pub struct KlogRecord {
 /// seccomp filter that refused the call before it ran, or an entry that
 /// could not be stored). Arguments and `ns_before` are then not known.
 pub const SYSCALL_NO_ENTRY: u32 = 1;
+/// [`SyscallRecord::flags`], kernel side: the call cannot change the
+/// caller's namespaces ([`ArgSpec::ns_unchanged`]), so its exit copies
+/// `ns_before` into `ns_after` instead of reading them again.
+pub const SYSCALL_NS_UNCHANGED: u32 = 2;
 
 /// One traced syscall. The entry program fills everything up to `strs` and
 /// parks the record in a per-thread map; the exit program adds the result and
@@ -348,6 +352,21 @@ pub struct SyscallRecord {
     pub fd_ns_type: u32,
     /// For a pid or user namespace file: the namespace's level.
     pub fd_ns_level: u32,
+    /// Capability checks during the call that repeated the one before them
+    /// (same credentials, user namespace, capability and result): counted
+    /// here instead of reported (fork checks the same capability for each
+    /// writable mapping it copies).
+    pub cap_repeats: u32,
+    /// The capability of the last check reported for this call (kernel side).
+    pub cap_last: i32,
+    /// That check's result.
+    pub cap_last_ret: i32,
+    /// Padding.
+    pub _pad_cap: u32,
+    /// That check's credentials (`struct cred *`; 0 before the first check).
+    pub cap_last_cred: u64,
+    /// That check's target user namespace (`struct user_namespace *`).
+    pub cap_last_target: u64,
     /// A struct argument copied from user memory.
     pub blob: [u8; BLOB_LEN],
     /// String arguments, as the [`ArgSpec`] for `nr` says.
@@ -428,6 +447,10 @@ pub struct ArgSpec {
     /// How many arguments the call takes; the others are recorded as 0 (a
     /// syscall trace event leaves them uninitialised).
     pub nargs: u8,
+    /// 1 if the call cannot change the caller's namespaces (mount-family
+    /// calls): its exit record copies them from its entry instead of
+    /// reading them again.
+    pub ns_unchanged: u8,
 }
 
 /// `super_block.s_magic` of nsfs (the files in /proc/PID/ns).

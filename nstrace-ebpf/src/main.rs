@@ -27,7 +27,7 @@ use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
     IdMap, KlogRecord, MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState,
     UserNsInfo, ARGV_LEN, BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED, NO_OFFSET, NSFS_MAGIC,
-    PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, T_SHARED,
+    PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -499,7 +499,11 @@ fn probe_mount(cfg: &Config, fd: u64) {
 const CLONE_NEWPID: u32 = 0x2000_0000;
 const CLONE_NEWUSER: u32 = 0x1000_0000;
 
-/// The string arguments of a call, as `spec` says.
+/// Marks the string arguments of a call, as `spec` says, to be read at its
+/// exit ([`reread_strings`]): by then the kernel has copied them, so their
+/// pages are present. Read here, a string in a page the caller has not
+/// touched yet (a literal in a freshly forked child) costs a fault and
+/// fails anyway, and a call that never exits is not reported.
 // Inlined, like every helper here: a BPF-to-BPF call (a subprogram, even
 // memset) makes 6.1's verifier give up precision tracking for the whole
 // program, and the program then exceeds its million-instruction budget.
@@ -509,15 +513,9 @@ fn capture_strings(spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallRecord) {
     unsafe {
         let mut s = 0;
         while s < STR_SLOTS {
-            let len = match pick(args, spec.str_args[s]) {
-                Some(ptr) => bpf_probe_read_user_str(
-                    addr_of_mut!((*rec).strs[s]).cast(),
-                    STR_LEN as u32,
-                    ptr as *const _,
-                ) as i32,
-                None => 0,
-            };
-            (*rec).str_len[s] = len;
+            let ptr = pick(args, spec.str_args[s]).unwrap_or(0);
+            // -EFAULT where there is a string to read, 0 where there is none.
+            (*rec).str_len[s] = -14 * nonzero(ptr) as i32;
             s += 1;
         }
     }
@@ -627,9 +625,11 @@ fn on_enter(cfg: &Config, nr: u64, args: impl FnOnce() -> [u64; 6]) {
         fill_header(addr_of_mut!((*rec).header), RecordKind::Syscall, pid, tid);
         addr_of_mut!((*rec).exit_ts_ns).write(0);
         addr_of_mut!((*rec).nr).write(nr as u32);
-        addr_of_mut!((*rec).flags).write(0);
+        addr_of_mut!((*rec).flags).write(SYSCALL_NS_UNCHANGED * u32::from(spec.ns_unchanged));
         addr_of_mut!((*rec).ret).write(0);
         let z = opaque_zero();
+        addr_of_mut!((*rec).cap_repeats).write(z as u32);
+        addr_of_mut!((*rec).cap_last_cred).write(z);
         let args: [u64; 8] = [
             keep(0, a[0]),
             keep(1, a[1]),
@@ -725,10 +725,10 @@ pub fn syscall_enter(ctx: TracePointContext) -> i32 {
     0
 }
 
-/// Reads again the string arguments whose read failed at entry: a page not
-/// yet touched by the program (a string literal in a fresh binary) cannot
-/// be faulted in from a tracepoint, but the syscall itself has copied the
-/// string by its exit, so the page is there now.
+/// Reads the string arguments marked at entry ([`capture_strings`]): a page
+/// not yet touched by the program (a string literal in a fresh binary)
+/// cannot be faulted in from a tracepoint, but the syscall itself has
+/// copied the string by its exit, so the page is there now.
 #[inline(always)]
 fn reread_strings(nr: u64, rec: *mut SyscallRecord) {
     let Some(spec) = ARG_SPECS.get(nr as u32) else {
@@ -790,6 +790,7 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
                 addr_of_mut!((*rec).fd_magic).write(z as u32);
                 addr_of_mut!((*rec).fd_ns_type).write(z as u32);
                 addr_of_mut!((*rec).fd_ns_level).write(z as u32);
+                addr_of_mut!((*rec).cap_repeats).write(z as u32);
                 let task = current_task();
                 read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
                 read_state(cfg, task, addr_of_mut!((*rec).state));
@@ -801,7 +802,15 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
     unsafe {
         addr_of_mut!((*rec).exit_ts_ns).write(bpf_ktime_get_ns());
         addr_of_mut!((*rec).ret).write(ret);
-        read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
+        // A mount-family call leaves the caller's namespaces as they were:
+        // half of a record's kernel reads are saved.
+        // (The flag was set at entry: a second ARG_SPECS lookup here made
+        // LLVM spill `nr`, and 6.1's verifier lost its bounds.)
+        if (*rec).flags & SYSCALL_NS_UNCHANGED != 0 {
+            addr_of_mut!((*rec).ns_after).write((*rec).ns_before);
+        } else {
+            read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
+        }
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
         if EVENTS
@@ -1041,17 +1050,34 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Emits one capability decision made inside a traced call (others, such
-/// as memory accounting's probes during fork, are not the call's).
+/// Emits one capability decision made inside a traced call (others are not
+/// a call's), unless it repeats the call's previous one: that is counted in
+/// the call's record. A fork checks CAP_SYS_ADMIN once for each writable
+/// mapping it copies (memory accounting), the same check each time.
 #[inline(always)]
 fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
     let Some(cfg) = config() else {
         return;
     };
     let (pid, tid) = current_ids();
-    // SAFETY: presence check only.
-    if unsafe { PENDING.get(tid) }.is_none() {
+    let Some(call) = PENDING.get_ptr_mut(tid) else {
         return;
+    };
+    // SAFETY: `call` is this thread's PENDING value; only this thread
+    // writes it.
+    unsafe {
+        if (*call).cap_last_cred == cred
+            && (*call).cap_last_target == target
+            && (*call).cap_last == cap
+            && (*call).cap_last_ret == ret
+        {
+            (*call).cap_repeats += 1;
+            return;
+        }
+        (*call).cap_last_cred = cred;
+        (*call).cap_last_target = target;
+        (*call).cap_last = cap;
+        (*call).cap_last_ret = ret;
     }
     let Some(mut entry) = reserve::<CapRecord>() else {
         return;

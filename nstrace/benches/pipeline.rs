@@ -96,6 +96,12 @@ fn syscall(
         fd_ino: 0,
         fd_ns_type: 0,
         fd_ns_level: 0,
+        cap_repeats: 0,
+        cap_last: 0,
+        cap_last_ret: 0,
+        _pad_cap: 0,
+        cap_last_cred: 0,
+        cap_last_target: 0,
         blob: [0; BLOB_LEN],
         strs: [[0; STR_LEN]; STR_SLOTS],
     };

@@ -260,6 +260,7 @@ fn decode_syscall(rec: &SyscallRecord) -> Syscall {
         ns_before,
         duration_ns: rec.exit_ts_ns.saturating_sub(rec.header.ts_ns),
         no_entry,
+        cap_repeats: rec.cap_repeats,
         ret_kind: def.map_or(RetKind::Status, |d| d.ret),
         state: rec.state,
         fd_ns: (rec.fd_magic == nstrace_common::NSFS_MAGIC && !no_entry)
@@ -451,6 +452,12 @@ mod tests {
             fd_ino: 0,
             fd_ns_type: 0,
             fd_ns_level: 0,
+            cap_repeats: 0,
+            cap_last: 0,
+            cap_last_ret: 0,
+            _pad_cap: 0,
+            cap_last_cred: 0,
+            cap_last_target: 0,
             blob: [0; BLOB_LEN],
             strs: [[0; STR_LEN]; STR_SLOTS],
         };
@@ -579,6 +586,14 @@ mod tests {
         let sc = decode_syscall(&rec);
         assert!(sc.no_entry);
         assert!(sc.args.is_empty());
+    }
+
+    #[test]
+    fn repeated_capability_checks_are_carried() {
+        let mut rec = mount_record(-1);
+        rec.cap_repeats = 13;
+        rec.cap_last_cred = 0xffff_8880_0000_0000;
+        assert_eq!(decode_syscall(&rec).cap_repeats, 13);
     }
 
     #[test]

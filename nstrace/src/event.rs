@@ -182,6 +182,9 @@ pub struct Syscall {
     pub duration_ns: u64,
     /// The exit was seen without its entry (seccomp refusal, or entry not stored).
     pub no_entry: bool,
+    /// Capability checks that repeated the one before them in this call,
+    /// counted by the kernel side instead of reported one by one.
+    pub cap_repeats: u32,
     /// Whether `ret` is a new fd, a child pid or a status.
     pub ret_kind: crate::syscalls::RetKind,
     /// The caller's state at entry (at exit if the entry was not seen).
@@ -383,6 +386,7 @@ mod tests {
             ns_before: None,
             duration_ns: 0,
             no_entry: false,
+            cap_repeats: 0,
             ret_kind: crate::syscalls::RetKind::Status,
             state: TaskState::default(),
             fd_ns: None,

@@ -382,6 +382,7 @@ mod tests {
             ns_before: Some(before),
             duration_ns: 1,
             no_entry: false,
+            cap_repeats: 0,
             ret_kind: RetKind::Status,
             state: nstrace_common::TaskState::default(),
             fd_ns: None,

@@ -446,6 +446,7 @@ mod tests {
             ns_before: None,
             duration_ns: 0,
             no_entry: false,
+            cap_repeats: 0,
             ret_kind: crate::syscalls::RetKind::Status,
             state: nstrace_common::TaskState::default(),
             fd_ns: None,

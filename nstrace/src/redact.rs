@@ -145,6 +145,7 @@ mod tests {
                 ns_before: None,
                 duration_ns: 0,
                 no_entry: false,
+                cap_repeats: 0,
                 ret_kind: crate::syscalls::RetKind::Status,
                 state: Default::default(),
                 fd_ns: None,

@@ -277,6 +277,13 @@ fn syscall_of(m: &Map<String, Value>) -> R<Syscall> {
         },
         duration_ns: m.get("duration_ns").and_then(Value::as_u64).unwrap_or(0),
         no_entry,
+        cap_repeats: match m.get("cap_repeats") {
+            None => 0,
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or(ReplayError::Field("cap_repeats"))?,
+        },
         ret_kind: def.map_or(RetKind::Status, |d| d.ret),
         state: state_of(m.get("state"))?,
         fd_ns: match m.get("fd_ns") {
@@ -491,8 +498,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failed_mount_round_trips() {
+    fn failed_mount() -> Event {
         let sc = Syscall {
             name: "mount".into(),
             nr: syscalls::by_name("mount").unwrap().nr,
@@ -526,6 +532,7 @@ mod tests {
             ns_before: None,
             duration_ns: 5,
             no_entry: false,
+            cap_repeats: 13,
             ret_kind: RetKind::Status,
             state: TaskState {
                 nr_threads: 2,
@@ -550,15 +557,43 @@ mod tests {
                 via_pid: 7,
             }],
         };
-        let ev = Event {
+        Event {
             seq: 4,
             ts_ns: 10,
             pid: 1,
             tid: 2,
             comm: "mount".into(),
             kind: EventKind::Syscall(sc),
-        };
+        }
+    }
+
+    #[test]
+    fn a_failed_mount_round_trips() {
+        let ev = failed_mount();
         assert_eq!(round_trip(&ev), ev);
+    }
+
+    #[test]
+    fn a_repeat_count_that_is_not_a_count_is_an_error() {
+        let mut line = Vec::new();
+        write_event(
+            &mut line,
+            &mut Repeats::default(),
+            &failed_mount(),
+            None,
+            None,
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["cap_repeats"], 13);
+        for bad in [serde_json::json!(-3), "13".into(), (1u64 << 40).into()] {
+            v["cap_repeats"] = bad;
+            assert_eq!(
+                parse_line(&v.to_string()),
+                Err(ReplayError::Field("cap_repeats")),
+                "{v}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl SyscallDef {
         }
         spec.child_returns_zero = u8::from(self.ret == RetKind::ChildPid);
         spec.nargs = self.args.len().min(6) as u8;
+        spec.ns_unchanged = u8::from(!self.changes_ns());
         spec
     }
 
@@ -362,6 +363,16 @@ mod tests {
         assert_eq!(spec.str_args, [0; 4]);
         assert_eq!((spec.blob_arg, spec.blob_size_arg), (1, 2));
         assert_eq!(spec.child_returns_zero, 1);
+    }
+
+    #[test]
+    fn only_calls_that_cannot_change_namespaces_skip_the_exit_read() {
+        for name in ["unshare", "setns", "clone", "clone3"] {
+            assert_eq!(by_name(name).unwrap().arg_spec().ns_unchanged, 0, "{name}");
+        }
+        for name in ["mount", "umount2", "pivot_root", "move_mount", "fsmount"] {
+            assert_eq!(by_name(name).unwrap().arg_spec().ns_unchanged, 1, "{name}");
+        }
     }
 
     #[test]

@@ -303,6 +303,7 @@ mod tests {
                 ns_before: Some(ids(1, 11)),
                 duration_ns: 0,
                 no_entry: false,
+                cap_repeats: 0,
                 ret_kind: RetKind::Status,
                 state,
                 fd_ns: None,

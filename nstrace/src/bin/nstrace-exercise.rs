@@ -24,6 +24,10 @@
 //! - `nstrace-exercise umount PATH`: one umount2(2) without flags;
 //! - `nstrace-exercise chroot-unshare DIR`: chroot(DIR), then
 //!   unshare(CLONE_NEWUSER) (EPERM when DIR is not the namespace's root).
+//! - `nstrace-exercise fork-accounting`: one fork(2) (its child exits at
+//!   once); prints `accountable BEFORE AFTER`, its mappings that the kernel
+//!   charges to memory accounting (`ac` in smaps) before and after the
+//!   fork. The fork checks CAP_SYS_ADMIN once for each of them.
 //!
 //! The mount modes must run in a private mount namespace of their own (the
 //! tests use `unshare -m`): if the refusal did not happen, the mount would
@@ -391,6 +395,46 @@ fn setns_own_userns() -> i32 {
     0
 }
 
+/// The mappings of this process with `ac` (VM_ACCOUNT) among their smaps
+/// VmFlags, read into `buf` (allocated by the caller, so that reading
+/// creates no mapping of its own).
+fn accountable_mappings(buf: &mut Vec<u8>) -> Option<usize> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open("/proc/self/smaps")
+        .ok()?
+        .read_to_end(buf)
+        .ok()?;
+    let text = std::str::from_utf8(buf).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("VmFlags:"))
+            .filter(|flags| flags.split_whitespace().any(|f| f == "ac"))
+            .count(),
+    )
+}
+
+fn fork_accounting() -> i32 {
+    // Room for smaps, taken before the first count and kept until the last.
+    let mut buf = Vec::with_capacity(1 << 20);
+    let Some(before) = accountable_mappings(&mut buf) else {
+        return 1;
+    };
+    // SAFETY: the child only `_exit`s; the parent waits for it.
+    let ok = unsafe {
+        match libc::fork() {
+            0 => libc::_exit(0),
+            pid if pid > 0 => libc::waitpid(pid, std::ptr::null_mut(), 0) == pid,
+            _ => false,
+        }
+    };
+    let Some(after) = accountable_mappings(&mut buf) else {
+        return 1;
+    };
+    println!("accountable {before} {after}");
+    i32::from(!ok)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -402,6 +446,7 @@ fn main() {
         Some("umount") if args.len() == 3 => one_umount(&args[2]),
         Some("seccomp-mount") if args.len() == 3 => seccomp_mount(&args[2]),
         Some("landlock-mount") if args.len() == 3 => landlock_mount(&args[2]),
+        Some("fork-accounting") => fork_accounting(),
         Some("storm") if args.len() == 3 => match args[2].parse() {
             Ok(n) => storm(n),
             Err(_) => 2,
@@ -410,7 +455,7 @@ fn main() {
             eprintln!(
                 "usage: nstrace-exercise new-mount-api DIR | mount SOURCE TARGET FSTYPE | storm N \
                  | threads-unshare | seccomp-mount DIR | landlock-mount DIR | setns-own-userns \
-                 | chroot-unshare DIR | umount PATH"
+                 | chroot-unshare DIR | umount PATH | fork-accounting"
             );
             2
         }

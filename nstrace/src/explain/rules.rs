@@ -1172,6 +1172,7 @@ mod tests {
             ns_before: None,
             duration_ns: 1,
             no_entry: false,
+            cap_repeats: 0,
             ret_kind: RetKind::Status,
             state,
             fd_ns: None,

@@ -229,6 +229,9 @@ pub fn write_event(
             if sc.no_entry {
                 m.field(key!("no_entry"), &true)?;
             }
+            if sc.cap_repeats > 0 {
+                m.field(key!("cap_repeats"), &sc.cap_repeats)?;
+            }
             let mut truncated = sc.args.iter().filter(|(_, v)| {
                 matches!(
                     v,
@@ -568,6 +571,7 @@ mod tests {
                 ns_before: None,
                 duration_ns: 10,
                 no_entry: false,
+                cap_repeats: 0,
                 ret_kind: RetKind::Status,
                 state: nstrace_common::TaskState::default(),
                 fd_ns: None,

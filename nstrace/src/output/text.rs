@@ -266,6 +266,12 @@ impl<W: Write> Sink for TextSink<W> {
                 for (_, d) in decisions.iter().filter(|(ts, _)| *ts >= ev.ts_ns) {
                     line.push_str(&format!("{pad}{d}\n"));
                 }
+                if sc.cap_repeats > 0 {
+                    line.push_str(&format!(
+                        "{pad}{}(and {} capability checks repeating the one before them){}\n",
+                        st.dim, sc.cap_repeats, st.reset
+                    ));
+                }
             }
             _ => {}
         }
@@ -448,6 +454,7 @@ mod tests {
                     ns_before: Some(NsIds::default()),
                     duration_ns: 1,
                     no_entry: false,
+                    cap_repeats: 0,
                     ret_kind: RetKind::Status,
                     state: nstrace_common::TaskState::default(),
                     fd_ns: None,

@@ -134,7 +134,7 @@ fn check_masked_and_unmasked(masked: &Trace, unmasked: &Trace, id: (&str, &str))
     assert_eq!(m["explanation"]["cause"], "mount_too_revealing", "{m}");
     let masks: HashSet<&str> = m["explanation"]["mounts"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{m}"))
         .iter()
         .filter_map(Value::as_str)
         .collect();

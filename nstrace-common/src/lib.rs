@@ -740,6 +740,8 @@ pub mod names {
     pub const PROGRAMS: &str = "PROGRAMS";
     /// Live tracked client processes (one `i64`).
     pub const CLIENTS: &str = "CLIENTS";
+    /// Whether the reader polls the ring buffer (one `u32`, 1 = polling).
+    pub const READER: &str = "READER";
     /// Ring buffer of records.
     pub const EVENTS: &str = "EVENTS";
     /// Tracked thread-group ids.

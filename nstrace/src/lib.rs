@@ -26,5 +26,6 @@ pub mod replay;
 pub mod scope;
 pub mod syscall_events;
 pub mod syscalls;
+pub mod timer;
 pub mod trace;
 pub mod tree;

@@ -588,6 +588,21 @@ impl Probes {
         Ok(alive)
     }
 
+    /// Tells the programs whether the reader polls the ring buffer: while it
+    /// does, urgent records do not wake it (a wakeup interrupts the traced
+    /// task); while it sleeps, they do.
+    pub fn set_reader_polling(&mut self, polling: bool) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(names::READER)
+            .ok_or(ProbeError::Missing("READER map"))?;
+        let mut reader: aya::maps::Array<&mut MapData, u32> =
+            aya::maps::Array::try_from(map).map_err(|e| map_err(names::READER, e))?;
+        reader
+            .set(0, u32::from(polling), 0)
+            .map_err(|e| map_err(names::READER, e))
+    }
+
     /// Takes `n` pruned clients off the kernel's count of live ones.
     fn forget_clients(&mut self, n: i64) -> Result<(), ProbeError> {
         let map = self

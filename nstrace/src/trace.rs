@@ -514,9 +514,12 @@ impl Pipeline {
         }
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Feeds every record in `ring`; returns how many there were.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut n = 0;
         while let Some(item) = ring.next() {
             self.feed(&item);
+            n += 1;
         }
         // One flush per batch, not per event: a reader (a pipe, `tail -f`)
         // still sees every event as soon as the batch that holds it is done.
@@ -525,8 +528,16 @@ impl Pipeline {
                 self.output_failed(&e);
             }
         }
+        n
     }
 }
+
+/// How often the reader reads the ring buffer while it polls: well under
+/// the few milliseconds a short-lived command lives after creating a
+/// namespace (its table is read while it lives).
+const POLL_EVERY: Duration = Duration::from_micros(250);
+/// Polls in a row that find nothing before the reader sleeps again (20 ms).
+const POLLS_BEFORE_SLEEP: u32 = 80;
 
 struct Session {
     probes: Probes,
@@ -569,6 +580,16 @@ impl Session {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut forwarded: Option<i32> = None;
         let mut last_check = Instant::now();
+        // An urgent record (a failure, a namespace change, an exec) wakes a
+        // sleeping reader, which then polls every POLL_EVERY until records
+        // stop coming; meanwhile the programs do not wake it. A burst costs
+        // the traced tasks one wakeup (a self-IPI), not one per record.
+        let timer = crate::timer::TimerFd::new()?;
+        // SAFETY: the AsyncFd owns the timer, and so its descriptor.
+        let poll = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        // Some(n): polling, and the last n polls found nothing.
+        let mut polling: Option<u32> = None;
 
         let end = loop {
             let command_running = self.launched.as_ref().is_some_and(|l| l.status().is_none());
@@ -577,6 +598,33 @@ impl Session {
                     let mut guard = guard?;
                     self.pipeline.drain(guard.get_inner_mut());
                     guard.clear_ready();
+                    if polling.is_none() {
+                        self.probes.set_reader_polling(true)?;
+                        poll.get_ref().set(Some(POLL_EVERY))?;
+                    }
+                    polling = Some(0);
+                }
+                guard = poll.readable(), if polling.is_some() => {
+                    let mut guard = guard?;
+                    guard.get_inner().take()?;
+                    guard.clear_ready();
+                    let idle = match self.pipeline.drain(ring.get_mut()) {
+                        0 => polling.map_or(1, |n| n + 1),
+                        _ => 0,
+                    };
+                    polling = Some(idle);
+                    if idle >= POLLS_BEFORE_SLEEP {
+                        poll.get_ref().set(None)?;
+                        self.probes.set_reader_polling(false)?;
+                        polling = None;
+                        // A record submitted before the programs saw the
+                        // change woke nobody: read it now. (One whose
+                        // program read "polling" just before the change
+                        // but submitted after this read waits for the next
+                        // wakeup or the tick.)
+                        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                        self.pipeline.drain(ring.get_mut());
+                    }
                 }
                 Some((sig, from_terminal)) = signals.recv() => {
                     match (&self.launched, forwarded) {

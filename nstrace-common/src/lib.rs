@@ -703,6 +703,10 @@ pub struct Config {
     /// while a tracked container-engine client ([`role::CLIENT`]) runs
     /// becomes tracked, with its descendants.
     pub follow_runtimes: u32,
+    /// 1 while nstrace's reader polls the ring buffer (it reads again within
+    /// a fraction of a millisecond: an urgent record need not wake it), 0
+    /// while it sleeps until woken. Changed at run time.
+    pub reader_polling: u32,
     /// Bit `nr` set: syscall `nr` is traced (checked before anything else,
     /// so that other syscalls cost one load and a test).
     pub syscalls: [u64; (MAX_SYSCALL_NR / 64) as usize],
@@ -740,8 +744,6 @@ pub mod names {
     pub const PROGRAMS: &str = "PROGRAMS";
     /// Live tracked client processes (one `i64`).
     pub const CLIENTS: &str = "CLIENTS";
-    /// Whether the reader polls the ring buffer (one `u32`, 1 = polling).
-    pub const READER: &str = "READER";
     /// Ring buffer of records.
     pub const EVENTS: &str = "EVENTS";
     /// Tracked thread-group ids.
@@ -802,6 +804,7 @@ mod tests {
             self_pid: 0,
             probe_nr: 0,
             follow_runtimes: 0,
+            reader_polling: 0,
             syscalls: [0; (MAX_SYSCALL_NR / 64) as usize],
             offsets: Offsets::UNRESOLVED,
         };

@@ -46,12 +46,6 @@ static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 #[map]
 static PROGRAMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(64, 0);
 
-/// 1 while nstrace's reader polls the ring buffer (it reads again within a
-/// fraction of a millisecond: an urgent record need not wake it), 0 while
-/// it sleeps until woken. Set by userspace only.
-#[map]
-static READER: Array<u32> = Array::with_max_entries(1, 0);
-
 /// Number of live tracked client processes.
 #[map]
 static CLIENTS: Array<i64> = Array::with_max_entries(1, 0);
@@ -410,10 +404,12 @@ fn nonzero(v: u64) -> u64 {
 /// [`NO_WAKEUP`]: a reader that polls reads it within a fraction of a
 /// millisecond, and a wakeup costs the traced task more than all of its
 /// records (the self-IPI's MSR write: 40 to 100 us in this VM).
+/// (Read from the CONFIG entry the program holds already: a lookup of a
+/// map of its own added a null check, and this kernel's verifier (6.18)
+/// then walked syscall_exit five times over: 90 ms more start-up.)
 #[inline(always)]
-fn wake_if_asleep(urgent: u64) -> u64 {
-    let polling = READER.get(0).copied().unwrap_or(0);
-    NO_WAKEUP + (urgent & u64::from(polling ^ 1))
+fn wake_if_asleep(cfg: &Config, urgent: u64) -> u64 {
+    NO_WAKEUP + (urgent & u64::from((cfg.reader_polling & 1) ^ 1))
 }
 
 /// [`FORCE_WAKEUP`] if nstrace must see syscall record `rec` at once and
@@ -423,7 +419,7 @@ fn wake_if_asleep(urgent: u64) -> u64 {
 /// program, and such a child usually lives on.) Branch-free, like
 /// [`kread0`].
 #[inline(always)]
-fn wake_flag(rec: *const SyscallRecord) -> u64 {
+fn wake_flag(cfg: &Config, rec: *const SyscallRecord) -> u64 {
     // SAFETY: `rec` is a complete record (PENDING value or scratch slot).
     unsafe {
         let (before, after) = ((*rec).ns_before.inum, (*rec).ns_after.inum);
@@ -434,7 +430,7 @@ fn wake_flag(rec: *const SyscallRecord) -> u64 {
             i += 1;
         }
         let failed = (*rec).ret as u64 >> 63;
-        wake_if_asleep(failed | nonzero(u64::from(changed)))
+        wake_if_asleep(cfg, failed | nonzero(u64::from(changed)))
     }
 }
 
@@ -832,7 +828,7 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
         if EVENTS
-            .output::<SyscallRecord>(&*rec, wake_flag(rec))
+            .output::<SyscallRecord>(&*rec, wake_flag(cfg, rec))
             .is_err()
         {
             count_lost(lost);
@@ -1023,7 +1019,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         addr_of_mut!((*rec).argv_len).write(argv_len);
         read_ns(cfg, task, addr_of_mut!((*rec).ns));
     }
-    entry.submit(wake_if_asleep(1));
+    entry.submit(wake_if_asleep(cfg, 1));
     0
 }
 

@@ -207,6 +207,7 @@ impl Probes {
             self_pid: std::process::id(),
             probe_nr: libc::SYS_syncfs as u32,
             follow_runtimes: u32::from(opts.follow_runtimes),
+            reader_polling: 0,
             syscalls,
             offsets: opts.offsets,
         };
@@ -592,15 +593,10 @@ impl Probes {
     /// does, urgent records do not wake it (a wakeup interrupts the traced
     /// task); while it sleeps, they do.
     pub fn set_reader_polling(&mut self, polling: bool) -> Result<(), ProbeError> {
-        let map = self
-            .ebpf
-            .map_mut(names::READER)
-            .ok_or(ProbeError::Missing("READER map"))?;
-        let mut reader: aya::maps::Array<&mut MapData, u32> =
-            aya::maps::Array::try_from(map).map_err(|e| map_err(names::READER, e))?;
-        reader
-            .set(0, u32::from(polling), 0)
-            .map_err(|e| map_err(names::READER, e))
+        // The whole entry is rewritten; every other field keeps its bytes,
+        // so a program reading it meanwhile sees no other change.
+        self.config.reader_polling = u32::from(polling);
+        fill_config(&mut self.ebpf, self.config)
     }
 
     /// Takes `n` pruned clients off the kernel's count of live ones.

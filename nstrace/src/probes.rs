@@ -650,6 +650,9 @@ impl Probes {
         quiet.launcher_pid = 0;
         quiet.trace_all = 0;
         quiet.follow_runtimes = 0;
+        // Kept as the current entry: a later rewrite (the reader's polling
+        // flag) must not bring the syscalls back.
+        self.config = quiet;
         let _ = fill_config(&mut self.ebpf, quiet);
         std::mem::take(&mut self.syscall_events).release();
         let syscalls = [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT];

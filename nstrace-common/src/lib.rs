@@ -373,6 +373,16 @@ pub struct SyscallRecord {
     pub strs: [[u8; STR_LEN]; STR_SLOTS],
 }
 
+impl SyscallRecord {
+    /// A record with every field 0, to build records from in userspace
+    /// (tests, benchmarks) without naming each field.
+    pub fn zeroed() -> Self {
+        // SAFETY: every field is an integer or an array or struct of
+        // integers, for which all-zero bytes are a valid value.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
 /// A new process (not a new thread).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -27,7 +27,7 @@ use nstrace::output::Sink;
 use nstrace::syscalls;
 use nstrace_common::{
     CapRecord, ExitRecord, ForkRecord, Header, NsIds, RecordKind, SyscallRecord, TaskState,
-    UserNsInfo, BLOB_LEN, COMM_LEN, STR_LEN, STR_SLOTS,
+    UserNsInfo, COMM_LEN,
 };
 
 /// The bytes of a plain-data record, as the ring buffer hands them over.
@@ -75,7 +75,6 @@ fn syscall(
         header: header(RecordKind::Syscall, ts_ns, pid),
         exit_ts_ns: ts_ns + 2_000,
         nr: nr(name),
-        flags: 0,
         ret,
         args,
         ns_before,
@@ -90,20 +89,7 @@ fn syscall(
             nr_threads: 1,
             ..TaskState::default()
         },
-        str_len: [0; STR_SLOTS],
-        blob_len: 0,
-        fd_magic: 0,
-        fd_ino: 0,
-        fd_ns_type: 0,
-        fd_ns_level: 0,
-        cap_repeats: 0,
-        cap_last: 0,
-        cap_last_ret: 0,
-        _pad_cap: 0,
-        cap_last_cred: 0,
-        cap_last_target: 0,
-        blob: [0; BLOB_LEN],
-        strs: [[0; STR_LEN]; STR_SLOTS],
+        ..SyscallRecord::zeroed()
     };
     for (slot, s) in strs.iter().enumerate() {
         rec.strs[slot][..s.len()].copy_from_slice(s);

@@ -415,7 +415,7 @@ fn blob_arg(def: &SyscallDef, rec: &SyscallRecord, addr: u64) -> ArgValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nstrace_common::{NsIds, STR_SLOTS};
+    use nstrace_common::NsIds;
 
     fn header(kind: RecordKind) -> Header {
         let mut comm = [0u8; COMM_LEN];
@@ -440,26 +440,12 @@ mod tests {
             header: header(RecordKind::Syscall),
             exit_ts_ns: 1_500,
             nr: syscalls::by_name("mount").unwrap().nr,
-            flags: 0,
             ret,
             args: [0x1000, 0x2000, 0x3000, 0xc0ed_0000 | 2 | 4 | 8, 0, 0],
             ns_before: NsIds::default(),
             ns_after: NsIds { inum: [7; 10] },
             state: nstrace_common::TaskState::default(),
-            str_len: [0; STR_SLOTS],
-            blob_len: 0,
-            fd_magic: 0,
-            fd_ino: 0,
-            fd_ns_type: 0,
-            fd_ns_level: 0,
-            cap_repeats: 0,
-            cap_last: 0,
-            cap_last_ret: 0,
-            _pad_cap: 0,
-            cap_last_cred: 0,
-            cap_last_target: 0,
-            blob: [0; BLOB_LEN],
-            strs: [[0; STR_LEN]; STR_SLOTS],
+            ..SyscallRecord::zeroed()
         };
         for (slot, s) in [b"proc".as_slice(), b"/proc", b"proc"].iter().enumerate() {
             rec.strs[slot][..s.len()].copy_from_slice(s);

@@ -43,6 +43,13 @@ fn programs_named(name: &str) -> HashSet<u32> {
 /// `hook` forced, and once F exists returns the start line and the run
 /// count of each of its syscall programs (those named `sys_enter`,
 /// `sys_exit`, `syscall_enter`, `syscall_exit` that were not loaded before).
+/// The program names of `counts`, sorted.
+fn sorted_names(counts: &[(String, u64)]) -> Vec<&str> {
+    let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    names
+}
+
 fn run_counts_under(hook: &str, calls: u64) -> (Value, Vec<(String, u64)>) {
     let names = ["sys_enter", "sys_exit", "syscall_enter", "syscall_exit"];
     let before: HashSet<u32> = names.iter().flat_map(|n| programs_named(n)).collect();
@@ -93,8 +100,7 @@ fn untraced_syscalls_run_no_program_with_syscall_events() {
     let calls = 100_000;
     let (start, counts) = run_counts_under("syscall_events", calls);
     assert_eq!(start["hooks"]["syscalls_via"], "syscall_events", "{start}");
-    let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort();
+    let names = sorted_names(&counts);
     assert_eq!(names, ["syscall_enter", "syscall_exit"], "{counts:?}");
     // 200,000 getppid and stat calls; what ran is the traced calls of the
     // whole system meanwhile (a few forks; other tests' mounts).
@@ -105,8 +111,7 @@ fn untraced_syscalls_run_no_program_with_syscall_events() {
     // The fallback: every syscall runs the programs.
     let (start, counts) = run_counts_under("raw_syscalls", calls);
     assert_eq!(start["hooks"]["syscalls_via"], "raw_syscalls", "{start}");
-    let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort();
+    let names = sorted_names(&counts);
     assert_eq!(names, ["sys_enter", "sys_exit"], "{counts:?}");
     for (name, n) in &counts {
         assert!(*n >= 2 * calls, "{name} ran only {n} times: {counts:?}");
@@ -142,12 +147,7 @@ fn both_syscall_hooks_record_what_the_program_saw() {
             })
             .collect();
         assert!(printed.len() >= 10, "{}", t.stdout);
-        let pid = t.exec_of("nstrace-exercise")["pid"].clone();
-        let traced: Vec<&Value> = t
-            .of_type("syscall")
-            .into_iter()
-            .filter(|l| l["pid"] == pid)
-            .collect();
+        let traced = t.syscalls_of_program("nstrace-exercise");
         let recorded: Vec<(String, i64)> = traced
             .iter()
             .map(|l| {

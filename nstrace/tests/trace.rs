@@ -355,12 +355,7 @@ fn new_mount_api_and_clone3_match_what_the_program_saw() {
             "clone3"
         ]
     );
-    let exe_pid = t.exec_of("nstrace-exercise")["pid"].clone();
-    let traced: Vec<&Value> = t
-        .of_type("syscall")
-        .into_iter()
-        .filter(|l| l["pid"] == exe_pid)
-        .collect();
+    let traced = t.syscalls_of_program("nstrace-exercise");
     assert_eq!(traced.len(), seen.len(), "{}", t.dump());
     for ((call, ret, errno), ev) in seen.iter().zip(&traced) {
         assert_eq!(ev["syscall"], call.as_str(), "{ev}");

@@ -120,6 +120,16 @@ impl Trace {
             .collect()
     }
 
+    /// Syscall lines of the process that exec'd `program` (argv[0] ending
+    /// with it), in order.
+    pub fn syscalls_of_program(&self, program: &str) -> Vec<&Value> {
+        let pid = &self.exec_of(program)["pid"];
+        self.of_type("syscall")
+            .into_iter()
+            .filter(|l| &l["pid"] == pid)
+            .collect()
+    }
+
     /// Lines of a type.
     pub fn of_type(&self, ty: &str) -> Vec<&Value> {
         self.lines.iter().filter(|l| l["type"] == ty).collect()

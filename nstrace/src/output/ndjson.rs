@@ -25,13 +25,22 @@ pub struct NdjsonSink<W: Write> {
 
 /// The JSON of a value as last written, written again as is while the value
 /// stays the same.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Memo<T> {
     value: Option<T>,
     json: Vec<u8>,
 }
 
-impl<T: Copy + PartialEq> Memo<T> {
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self {
+            value: None,
+            json: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone + PartialEq> Memo<T> {
     fn write(
         &mut self,
         out: &mut Vec<u8>,
@@ -42,7 +51,7 @@ impl<T: Copy + PartialEq> Memo<T> {
             self.value = None;
             self.json.clear();
             write(&mut self.json, v)?;
-            self.value = Some(*v);
+            self.value = Some(v.clone());
         }
         out.extend_from_slice(&self.json);
         Ok(())
@@ -57,6 +66,9 @@ pub struct Repeats {
     ns: Memo<NsIds>,
     ns_before: Memo<NsIds>,
     state: Memo<TaskState>,
+    /// A storm of failing calls explains each one alike; comparing is
+    /// cheaper than writing the text and facts again.
+    explanation: Memo<Explanation>,
 }
 
 impl<W: Write> NdjsonSink<W> {
@@ -361,7 +373,9 @@ pub fn write_event(
         write_container(m.key(key!("container")), c)?;
     }
     if let Some(e) = explanation {
-        write_explanation(m.key(key!("explanation")), e)?;
+        repeats
+            .explanation
+            .write(m.key(key!("explanation")), e, write_explanation)?;
     }
     m.end();
     Ok(())
@@ -582,8 +596,27 @@ mod tests {
 
     #[test]
     fn repeated_objects_follow_each_event() {
+        use crate::explain::Cause;
+        let explained = |cause, fact: &'static str| {
+            Some(Explanation::new(
+                cause,
+                "why".into(),
+                vec![Evidence::Fact(fact.into())],
+                None,
+            ))
+        };
+        let unknown = explained(Cause::Unknown, "mount returned EPERM");
+        let other_fact = explained(Cause::Unknown, "mount returned EACCES");
+        let locked = explained(Cause::LockedMount, "mount returned EPERM");
         let mut events = Vec::new();
-        for (ns, euid, before) in [(9, 0, None), (9, 0, None), (8, 0, Some(9)), (9, 5, Some(8))] {
+        for (ns, euid, before, explanation) in [
+            (9, 0, None, unknown.clone()),
+            (9, 0, None, unknown.clone()),
+            (8, 0, Some(9), other_fact),
+            (9, 5, Some(8), None),
+            (9, 5, Some(8), unknown),
+            (9, 5, Some(8), locked),
+        ] {
             let mut ev = failed_mount();
             if let EventKind::Syscall(sc) = &mut ev.kind {
                 sc.ns = NsIds { inum: [ns; 10] };
@@ -593,7 +626,7 @@ mod tests {
             events.push(Annotated {
                 event: ev,
                 ns_changes: vec![],
-                explanation: None,
+                explanation,
                 container: None,
             });
         }

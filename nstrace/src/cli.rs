@@ -139,6 +139,16 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
     pub buffer_size: u32,
 
+    /// How often nstrace reads the ring buffer after a failed call, a new
+    /// namespace or an exec woke it, until 20 ms pass without records
+    /// (`250us`, `2ms`; 50us to 100ms). Shorter catches a namespace whose
+    /// processes live only briefly, so its mount table is read from it and
+    /// not from the namespace it was copied from; longer costs the traced
+    /// tasks less (each poll is a timer interrupt, which in a VM is a trip
+    /// to the hypervisor). See Performance in the README.
+    #[arg(long, value_name = "DURATION", default_value = "250us", value_parser = parse_interval)]
+    pub poll_interval: std::time::Duration,
+
     /// Run the command as USER (a name or uid), with its primary group and
     /// supplementary groups; nstrace itself keeps its privileges.
     #[arg(short = 'u', long = "user", value_name = "USER")]
@@ -209,9 +219,53 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
     Ok(bytes as u32)
 }
 
+/// Parses `250us`, `2ms` into a poll interval between 50 us and 100 ms.
+pub fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, micros_per) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1000)
+    } else {
+        return Err(format!(
+            "'{s}' needs a unit: us or ms (examples: 250us, 2ms)"
+        ));
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 250us, 2ms)"))?;
+    let micros = n.saturating_mul(micros_per);
+    if !(50..=100_000).contains(&micros) {
+        return Err(format!("'{s}' is out of range (50us to 100ms)"));
+    }
+    Ok(std::time::Duration::from_micros(micros))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_interval("2ms"), Ok(Duration::from_millis(2)));
+        assert_eq!(parse_interval("100ms"), Ok(Duration::from_millis(100)));
+        for bad in [
+            "250",
+            "2s",
+            "ms",
+            "-1ms",
+            "49us",
+            "101ms",
+            "1.5ms",
+            "99999999999999ms",
+        ] {
+            assert!(parse_interval(bad).is_err(), "{bad} accepted");
+        }
+        let cli = Cli::try_parse_from(["nstrace", "true"]).unwrap();
+        assert_eq!(cli.trace.poll_interval, Duration::from_micros(250));
+    }
 
     #[test]
     fn sizes() {

@@ -101,6 +101,7 @@ fn main() -> ExitCode {
         output: cli.output,
         color,
         ring_bytes: cli.buffer_size,
+        poll_every: cli.poll_interval,
         btf: cli.btf,
         follow_runtimes: cli.scope == ScopeArg::Containers,
         redact: !cli.no_redact,

@@ -45,6 +45,9 @@ pub struct TraceOptions {
     pub color: bool,
     /// Ring buffer bytes.
     pub ring_bytes: u32,
+    /// How often the reader reads the ring buffer while it polls (after a
+    /// wakeup, until records stop coming).
+    pub poll_every: Duration,
     /// BTF file to use instead of the kernel's.
     pub btf: Option<PathBuf>,
     /// Follow the containers started for traced engine clients.
@@ -312,6 +315,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         probes,
         launched,
         scope: opts.scope,
+        poll_every: opts.poll_every,
         pipeline: Pipeline {
             prober,
             decoder,
@@ -532,18 +536,16 @@ impl Pipeline {
     }
 }
 
-/// How often the reader reads the ring buffer while it polls: well under
-/// the few milliseconds a short-lived command lives after creating a
-/// namespace (its table is read while it lives).
-const POLL_EVERY: Duration = Duration::from_micros(250);
-/// Polls in a row that find nothing before the reader sleeps again (20 ms).
-const POLLS_BEFORE_SLEEP: u32 = 80;
+/// How long the polls in a row find nothing before the reader sleeps again.
+const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(20);
 
 struct Session {
     probes: Probes,
     launched: Option<Launched>,
     scope: Scope,
     pipeline: Pipeline,
+    /// How often to poll once woken (`--poll-interval`).
+    poll_every: Duration,
 }
 
 /// How the event loop ended.
@@ -581,9 +583,16 @@ impl Session {
         let mut forwarded: Option<i32> = None;
         let mut last_check = Instant::now();
         // An urgent record (a failure, a namespace change, an exec) wakes a
-        // sleeping reader, which then polls every POLL_EVERY until records
+        // sleeping reader, which then polls every `poll_every` until records
         // stop coming; meanwhile the programs do not wake it. A burst costs
         // the traced tasks one wakeup (a self-IPI), not one per record.
+        // The default (250 us) is well under the few milliseconds a
+        // short-lived command lives after creating a namespace, whose table
+        // is read while it lives.
+        let polls_before_sleep =
+            u32::try_from(IDLE_BEFORE_SLEEP.as_micros() / self.poll_every.as_micros().max(1))
+                .unwrap_or(u32::MAX)
+                .max(1);
         let timer = crate::timer::TimerFd::new()?;
         // SAFETY: the AsyncFd owns the timer, and so its descriptor.
         let poll = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
@@ -600,7 +609,7 @@ impl Session {
                     guard.clear_ready();
                     if polling.is_none() {
                         self.probes.set_reader_polling(true)?;
-                        poll.get_ref().set(Some(POLL_EVERY))?;
+                        poll.get_ref().set(Some(self.poll_every))?;
                     }
                     polling = Some(0);
                 }
@@ -613,7 +622,7 @@ impl Session {
                         _ => 0,
                     };
                     polling = Some(idle);
-                    if idle >= POLLS_BEFORE_SLEEP {
+                    if idle >= polls_before_sleep {
                         poll.get_ref().set(None)?;
                         self.probes.set_reader_polling(false)?;
                         polling = None;

@@ -839,3 +839,58 @@ fn missing_btf_is_a_clear_error_unless_whole_system() {
         .unwrap_or_else(|| panic!("{}", t.dump()));
     assert_eq!(u["ns"]["uts"], 0);
 }
+
+#[test]
+fn poll_interval_trades_latency_not_events() {
+    if !root_or_skip() {
+        return;
+    }
+    // At either end of the range every call is reported, and a namespace
+    // that lives half a second has its table read from it: the unshare's
+    // record wakes nstrace whatever the interval.
+    for interval in ["50us", "100ms"] {
+        let t = trace_with(
+            &["--poll-interval", interval],
+            &[
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                "mount -t tmpfs nstrace-poll /mnt && umount /mnt && sleep 0.5",
+            ],
+        );
+        assert_eq!(t.code, Some(0), "{interval}: {}", t.dump());
+        assert_eq!(t.summary()["lost"], 0, "{interval}");
+        assert_eq!(t.syscalls("unshare").len(), 1, "{interval}: {}", t.dump());
+        let tmpfs: Vec<_> = t
+            .syscalls("mount")
+            .into_iter()
+            .filter(|m| m["args"]["source"] == "nstrace-poll")
+            .collect();
+        assert_eq!(tmpfs.len(), 1, "{interval}: {}", t.dump());
+        assert_eq!(tmpfs[0]["ret"], 0, "{interval}");
+        let umounts = t.syscalls("umount2");
+        assert_eq!(umounts.len(), 1, "{interval}: {}", t.dump());
+        assert_eq!(umounts[0]["ret"], 0, "{interval}");
+        let tables = t.of_type("mounts");
+        assert_eq!(tables.len(), 1, "{interval}: {}", t.dump());
+        assert_eq!(tables[0]["read_from"], "new", "{interval}: {}", tables[0]);
+        assert_eq!(
+            tables[0]["mnt_ns"],
+            t.syscalls("unshare")[0]["ns"]["mnt"],
+            "{interval}: the table is the new namespace's"
+        );
+    }
+    // A bad interval is refused before anything runs.
+    let dir = Scratch::new("poll");
+    let ran = dir.path("ran");
+    let out = Command::new(NSTRACE)
+        .args(["--poll-interval", "1s", "--", "touch"])
+        .arg(&ran)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a unit: us or ms"), "{stderr}");
+    assert!(!ran.exists(), "the command ran");
+}

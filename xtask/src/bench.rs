@@ -232,6 +232,18 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
                 out("nstrace"),
                 "--".into(),
             ],
+            // The same, polling less often once woken (see Performance in
+            // the README: the polls' timer interrupts cost the traced tasks).
+            "nstrace --poll-interval 2ms" => vec![
+                s(&env.nstrace),
+                "--poll-interval".into(),
+                "2ms".into(),
+                "--format".into(),
+                "ndjson".into(),
+                "-o".into(),
+                out("nstrace-poll2ms"),
+                "--".into(),
+            ],
             "nstrace --all" => vec![
                 s(&env.nstrace),
                 "--all".into(),
@@ -328,7 +340,13 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     let v = variants(
         env,
         &workload,
-        &["nstrace", "nstrace (raw_syscalls)", "strace -f", "bpftrace"],
+        &[
+            "nstrace",
+            "nstrace --poll-interval 2ms",
+            "nstrace (raw_syscalls)",
+            "strace -f",
+            "bpftrace",
+        ],
     );
     let results = side_by_side(env, "1-ns", &v, plan.reps, "ns", 2)?;
     let bench = format!("1. ns workload ({} rounds)", plan.ns_rounds);

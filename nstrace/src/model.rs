@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use nstrace_common::NsIds;
+use nstrace_common::{ns, NsIds};
 
 use crate::event::{Event, EventKind, NS_NAMES};
 use crate::idhash::{IdMap, IdSet};
@@ -33,8 +33,10 @@ pub struct NsChange {
     pub from: u32,
     /// Inode after.
     pub to: u32,
-    /// True if this trace had not seen this namespace before: it was created
-    /// (by the call, or before the trace started if the call entered it).
+    /// True if the namespace is new to this trace: the event created it,
+    /// or entered one made before the trace started. (A namespace created
+    /// under the id of one seen before is new: the kernel reuses the inode
+    /// number of a namespace that was freed.)
     pub first_seen: bool,
 }
 
@@ -243,11 +245,14 @@ impl Model {
                 let before = sc
                     .ns_before
                     .or_else(|| self.processes.get(&event.pid).and_then(|p| p.ns));
-                if let Some(before) = before {
-                    ns_changes = self.diff(&before, &sc.ns);
-                }
                 let created = crate::syscalls::by_nr(sc.nr)
                     .is_some_and(|d| d.ns_effect == crate::syscalls::NsEffect::Creates);
+                if let Some(before) = before {
+                    // unshare never enters a namespace: every one the caller
+                    // moved to is new, whatever its id was before.
+                    ns_changes = self.diff(&before, &sc.ns, |_, _| created);
+                }
+                self.forget_recreated(&ns_changes);
                 self.record_origins(&event, &sc.name, created, &ns_changes);
                 self.remember_all(&sc.ns);
                 self.processes.entry(event.pid).or_default().ns = Some(sc.ns);
@@ -256,8 +261,11 @@ impl Model {
                 self.counts.events += 1;
                 let parent = self.processes.get(ppid).cloned();
                 if let Some(parent_ns) = parent.as_ref().and_then(|p| p.ns) {
-                    ns_changes = self.diff(&parent_ns, ns);
+                    ns_changes = self.diff(&parent_ns, ns, |i, to| {
+                        self.clone_created(&parent_ns, i, to)
+                    });
                 }
+                self.forget_recreated(&ns_changes);
                 // A child born into namespaces its parent was not in: the
                 // clone that made it created them.
                 self.record_origins(&event, "clone", true, &ns_changes);
@@ -278,7 +286,7 @@ impl Model {
                 self.counts.events += 1;
                 let before = self.processes.get(&event.pid).and_then(|p| p.ns);
                 if let Some(before) = before {
-                    ns_changes = self.diff(&before, ns);
+                    ns_changes = self.diff(&before, ns, |_, _| false);
                 }
                 self.remember_all(ns);
                 let call = crate::containers::runtime_call(&event.comm, argv);
@@ -329,7 +337,14 @@ impl Model {
         }
     }
 
-    fn diff(&self, before: &NsIds, after: &NsIds) -> Vec<NsChange> {
+    /// The namespaces that differ between `before` and `after`; `created`
+    /// says whether the event made namespace `to` (of index `i`).
+    fn diff(
+        &self,
+        before: &NsIds,
+        after: &NsIds,
+        created: impl Fn(usize, u32) -> bool,
+    ) -> Vec<NsChange> {
         let mut out = Vec::new();
         for (i, kind) in NS_NAMES.iter().enumerate() {
             let (from, to) = (before.inum[i], after.inum[i]);
@@ -340,11 +355,52 @@ impl Model {
                     kind,
                     from,
                     to,
-                    first_seen: !self.seen_ns.contains(&(i, to)),
+                    first_seen: !self.seen_ns.contains(&(i, to)) || created(i, to),
                 });
             }
         }
         out
+    }
+
+    /// Whether a child, in namespace `to` of index `i` where its parent
+    /// (`parent_ns`) was not, got it from the clone that made it.
+    /// Its pid and time namespaces are the parent's "for children" ones,
+    /// which an earlier unshare made. An id seen before counts as made anew
+    /// only if no process the model knows is in that namespace: a live one
+    /// would mean it is the same namespace (a thread of the parent may have
+    /// moved there without the model's process entry showing it).
+    fn clone_created(&self, parent_ns: &NsIds, i: usize, to: u32) -> bool {
+        let inherited = match i {
+            ns::PID => parent_ns.inum[ns::PID_FOR_CHILDREN],
+            ns::TIME => parent_ns.inum[ns::TIME_FOR_CHILDREN],
+            _ => 0,
+        };
+        to != inherited
+            && !self
+                .processes
+                .values()
+                .any(|p| p.ns.is_some_and(|n| n.inum[i] == to))
+    }
+
+    /// Drops what the model knew of a namespace whose id an event reused for
+    /// a new one (where it came from, its mount table): it was another
+    /// namespace's, which is gone.
+    fn forget_recreated(&mut self, changes: &[NsChange]) {
+        for c in changes.iter().filter(|c| c.first_seen) {
+            // A pid or time namespace is both what a process is in and, for
+            // the process that made it, what its children will be in.
+            let same_type: &[&'static str] = match c.kind {
+                "pid" | "pid_for_children" => &["pid", "pid_for_children"],
+                "time" | "time_for_children" => &["time", "time_for_children"],
+                _ => &[c.kind],
+            };
+            for kind in same_type {
+                self.origins.remove(&(*kind, c.to));
+            }
+            if c.kind == "mnt" {
+                self.mount_tables.remove(&c.to);
+            }
+        }
     }
 }
 
@@ -373,9 +429,17 @@ mod tests {
     }
 
     fn unshare(before: NsIds, after: NsIds) -> EventKind {
+        ns_call("unshare", before, after)
+    }
+
+    fn setns(before: NsIds, after: NsIds) -> EventKind {
+        ns_call("setns", before, after)
+    }
+
+    fn ns_call(name: &'static str, before: NsIds, after: NsIds) -> EventKind {
         EventKind::Syscall(Syscall {
-            name: "unshare".into(),
-            nr: 272,
+            name: name.into(),
+            nr: crate::syscalls::by_name(name).unwrap().nr,
             args: vec![],
             ret: 0,
             ns: after,
@@ -432,7 +496,7 @@ mod tests {
             },
         ));
         // A process going back (setns) to a namespace already seen.
-        let a = m.apply(ev(4, 11, unshare(after, ids(100))));
+        let a = m.apply(ev(4, 11, setns(after, ids(100))));
         assert!(a.ns_changes.iter().all(|c| !c.first_seen));
         assert_eq!(a.ns_changes.len(), 2);
         // The unshare is remembered as the creator of the new user namespace.
@@ -480,5 +544,122 @@ mod tests {
         assert!(m.process(11).is_none());
         assert_eq!(m.counts.processes, 2);
         assert_eq!(m.counts.events, 3);
+    }
+
+    fn fork(seq: u64, pid: u32, ppid: u32, ns: NsIds) -> Event {
+        ev(seq, pid, EventKind::Fork { ppid, ns })
+    }
+
+    fn exit(seq: u64, pid: u32, ppid: u32) -> Event {
+        ev(
+            seq,
+            pid,
+            EventKind::Exit {
+                ppid,
+                status: ExitStatus::Exited(0),
+            },
+        )
+    }
+
+    fn table(seq: u64, pid: u32, mnt_ns: u32, created_by: u64) -> Event {
+        ev(
+            seq,
+            pid,
+            EventKind::Mounts {
+                mnt_ns,
+                user_ns: 100,
+                locked: false,
+                created_by,
+                from_source: false,
+                mounts: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn an_unshare_into_a_reused_id_makes_a_new_namespace() {
+        // The kernel hands a freed namespace's inode number to the next
+        // one: `nstrace-bench ns` made 2000 mount namespaces under 45 ids.
+        let mut m = Model::new();
+        m.apply(fork(1, 10, 1, ids(100)));
+        let mut inside = ids(100);
+        inside.inum[ns::MNT] = 201;
+        m.apply(ev(2, 10, unshare(ids(100), inside)));
+        m.apply(table(3, 10, 201, 2));
+        assert_eq!(m.mount_table(201).unwrap().created_by, 2);
+        m.apply(exit(4, 10, 1));
+        m.apply(fork(5, 11, 1, ids(100)));
+        let a = m.apply(ev(6, 11, unshare(ids(100), inside)));
+        assert_eq!(
+            a.ns_changes,
+            vec![NsChange {
+                kind: "mnt",
+                from: 100,
+                to: 201,
+                first_seen: true
+            }],
+            "a new namespace: its table is read again"
+        );
+        assert!(
+            m.mount_table(201).is_none(),
+            "the old namespace's table is not the new one's"
+        );
+        let origin = m.origin("mnt", 201).unwrap();
+        assert_eq!((origin.seq, origin.pid), (6, 11));
+        // setns enters a namespace: an id seen before is the same one.
+        m.apply(fork(7, 12, 1, ids(100)));
+        let a = m.apply(ev(8, 12, setns(ids(100), inside)));
+        assert!(!a.ns_changes[0].first_seen);
+        assert_eq!(m.origin("mnt", 201).unwrap().seq, 6);
+    }
+
+    #[test]
+    fn a_child_in_a_reused_id_is_new_only_if_no_known_process_is_in_it() {
+        let mut m = Model::new();
+        m.apply(fork(1, 10, 1, ids(100)));
+        let mut inside = ids(100);
+        inside.inum[ns::MNT] = 201;
+        // Process 20 lives in mount namespace 201 (seen at its fork).
+        m.apply(fork(2, 20, 10, inside));
+        // A child of 10 born in 201 while 20 is there: the same namespace.
+        let a = m.apply(fork(3, 11, 10, inside));
+        assert!(!a.ns_changes[0].first_seen, "{:?}", a.ns_changes);
+        assert_eq!(m.origin("mnt", 201).unwrap().seq, 2);
+        m.apply(exit(4, 11, 10));
+        m.apply(exit(5, 20, 1));
+        // Nobody known is left in 201: a child born there got a new one.
+        let a = m.apply(fork(6, 12, 10, inside));
+        assert!(a.ns_changes[0].first_seen, "{:?}", a.ns_changes);
+        assert_eq!(m.origin("mnt", 201).unwrap().seq, 6);
+    }
+
+    #[test]
+    fn a_child_in_its_parents_pid_ns_for_children_did_not_create_it() {
+        let mut m = Model::new();
+        m.apply(fork(1, 10, 1, ids(100)));
+        // Process 20 was born in pid namespace 300, and is gone.
+        let mut old = ids(100);
+        old.inum[ns::PID] = 300;
+        old.inum[ns::PID_FOR_CHILDREN] = 300;
+        m.apply(fork(2, 20, 10, old));
+        assert_eq!(m.origin("pid", 300).unwrap().seq, 2);
+        m.apply(exit(3, 20, 10));
+        // 10 unshares a pid namespace that gets the id 300 again.
+        let mut unshared = ids(100);
+        unshared.inum[ns::PID_FOR_CHILDREN] = 300;
+        let a = m.apply(ev(4, 10, unshare(ids(100), unshared)));
+        assert!(a.ns_changes[0].first_seen);
+        assert!(
+            m.origin("pid", 300).is_none(),
+            "what was known of the old pid namespace 300 is forgotten"
+        );
+        // Its child is born in it: the unshare made it, not the clone.
+        let mut child = unshared;
+        child.inum[ns::PID] = 300;
+        let a = m.apply(fork(5, 11, 10, child));
+        assert_eq!(a.ns_changes.len(), 1);
+        assert!(!a.ns_changes[0].first_seen, "made by the unshare");
+        assert_eq!(m.origin("pid_for_children", 300).unwrap().seq, 4);
+        assert!(m.origin("pid", 300).is_none());
     }
 }

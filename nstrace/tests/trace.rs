@@ -894,3 +894,40 @@ fn poll_interval_trades_latency_not_events() {
     assert!(stderr.contains("needs a unit: us or ms"), "{stderr}");
     assert!(!ran.exists(), "the command ran");
 }
+
+#[test]
+fn a_namespace_id_the_kernel_reuses_is_a_new_namespace() {
+    if !root_or_skip() {
+        return;
+    }
+    // Each round forks a child that unshares a user and a mount namespace,
+    // mounts, unmounts and exits: the kernel gives the next round's mount
+    // namespace the inode number the last one freed.
+    const ROUNDS: usize = 300;
+    let bench = env!("CARGO_BIN_EXE_nstrace-bench");
+    let t = trace(&[bench, "ns", &ROUNDS.to_string()]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    assert_eq!(
+        t.stdout.split_whitespace().nth(2),
+        Some("0"),
+        "no round failed"
+    );
+    let unshares = t.syscalls("unshare");
+    assert_eq!(unshares.len(), ROUNDS, "{}", t.dump());
+    let ids: std::collections::HashSet<u64> = unshares
+        .iter()
+        .map(|u| u["ns"]["mnt"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.len() < ROUNDS,
+        "the kernel reused no mount namespace id in {ROUNDS} rounds"
+    );
+    // Every new namespace, reused id or not, has its own table, made for
+    // the unshare that created it.
+    let tables = t.of_type("mounts");
+    assert_eq!(tables.len(), ROUNDS, "{}", t.dump());
+    for (u, table) in unshares.iter().zip(&tables) {
+        assert_eq!(table["created_by"], u["seq"], "{table}");
+        assert_eq!(table["mnt_ns"], u["ns"]["mnt"], "{table}");
+    }
+}

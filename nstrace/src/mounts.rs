@@ -155,18 +155,24 @@ impl Mount {
     }
 }
 
-/// Opens `mountpoint` inside the mount namespace and root of `pid`, as an
-/// O_PATH descriptor resolved with RESOLVE_IN_ROOT (so that symlinks in a
-/// container cannot lead the walk outside its root). The last component is
-/// not followed.
-pub fn open_in_root(pid: u32, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
-    path_in_root(pid, mountpoint, false)
+/// The root directory of `pid` (`/proc/PID/root`), for [`open_under`]:
+/// opened once for the many mount points of a table.
+pub fn root_of(pid: u32) -> Option<std::fs::File> {
+    std::fs::File::open(format!("/proc/{pid}/root")).ok()
+}
+
+/// Opens `mountpoint` under `root` (a process's, from [`root_of`]: its mount
+/// namespace and root), as an O_PATH descriptor resolved with
+/// RESOLVE_IN_ROOT (so that symlinks in a container cannot lead the walk
+/// outside its root). The last component is not followed.
+pub fn open_under(root: &std::fs::File, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
+    openat2_path(root, &format!(".{mountpoint}"), false, RESOLVE_IN_ROOT)
 }
 
 /// An O_PATH descriptor of absolute `path` inside the root of `pid`
 /// (RESOLVE_IN_ROOT), following a final symlink if `follow`.
 fn path_in_root(pid: u32, path: &str, follow: bool) -> Option<std::os::fd::OwnedFd> {
-    let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    let root = root_of(pid)?;
     openat2_path(&root, &format!(".{path}"), follow, RESOLVE_IN_ROOT)
 }
 

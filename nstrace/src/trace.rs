@@ -498,8 +498,11 @@ impl Pipeline {
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
+        let Some(root) = crate::mounts::root_of(pid) else {
+            return;
+        };
         for m in mounts.iter_mut().take(256) {
-            let Some(fd) = crate::mounts::open_in_root(pid, &m.mountpoint) else {
+            let Some(fd) = crate::mounts::open_under(&root, &m.mountpoint) else {
                 continue;
             };
             if let Some(p) = prober.probe(fd.as_fd()) {

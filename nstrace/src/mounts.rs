@@ -363,6 +363,60 @@ pub fn read_mountinfo(pid: u32) -> Option<Vec<Mount>> {
     Some(parse_mountinfo(&text))
 }
 
+/// The mount table of nstrace's own mount namespace, read again only when
+/// the kernel says it changed: `/proc/self/mountinfo` polls with
+/// `POLLPRI | POLLERR` after any mount or unmount in the namespace since the
+/// last poll (the kernel's per-open event counter). Most new namespaces are
+/// copies of the one nstrace runs in, and a copy whose processes are gone is
+/// read through it; this saves generating and parsing the same text each
+/// time.
+#[derive(Debug)]
+pub struct OwnTable {
+    file: std::fs::File,
+    mounts: Vec<Mount>,
+}
+
+impl OwnTable {
+    /// Opens and reads `/proc/self/mountinfo`.
+    pub fn open() -> std::io::Result<Self> {
+        let file = std::fs::File::open("/proc/self/mountinfo")?;
+        let mut table = Self {
+            file,
+            mounts: Vec::new(),
+        };
+        table.reread()?;
+        Ok(table)
+    }
+
+    /// The table as it is now.
+    pub fn current(&mut self) -> std::io::Result<&[Mount]> {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0 {
+            self.reread()?;
+        }
+        Ok(&self.mounts)
+    }
+
+    fn reread(&mut self) -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        self.file.rewind()?;
+        let mut text = String::new();
+        self.file.read_to_string(&mut text)?;
+        self.mounts = parse_mountinfo(&text);
+        Ok(())
+    }
+}
+
 /// The mounts that hide parts of the `fstype` mounts (proc, sysfs) of a
 /// table: mounts on top of paths below them. These are what make a new
 /// mount of that type "too revealing" once they are locked.

@@ -326,6 +326,12 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             broken: false,
             write_error: None,
             redact: opts.redact,
+            own_table: mnt_ns_of(std::process::id()).and_then(|ns| {
+                crate::mounts::OwnTable::open()
+                    .inspect_err(|e| eprintln!("nstrace: cannot read its own mount table: {e}"))
+                    .ok()
+                    .map(|t| (ns, t))
+            }),
         },
     };
     let result = runtime.block_on(session.run(ring, sig_rx));
@@ -348,6 +354,8 @@ struct Pipeline {
     write_error: Option<io::Error>,
     /// Redact secrets before anything sees the event.
     redact: bool,
+    /// nstrace's own mount namespace and its table.
+    own_table: Option<(u32, crate::mounts::OwnTable)>,
 }
 
 impl Pipeline {
@@ -482,10 +490,16 @@ impl Pipeline {
 
     /// The mount table of mount namespace `mnt_ns`, through a live process
     /// in it (nstrace itself, or one the model knows).
-    fn read_source(&self, mnt_ns: u32) -> Option<Vec<crate::mounts::Mount>> {
-        let own = std::process::id();
-        std::iter::once(own)
-            .chain(self.model.pids_in_mnt_ns(mnt_ns))
+    fn read_source(&mut self, mnt_ns: u32) -> Option<Vec<crate::mounts::Mount>> {
+        if let Some((_, own)) = self.own_table.as_mut().filter(|(ns, _)| *ns == mnt_ns) {
+            match own.current() {
+                Ok(mounts) => return Some(mounts.to_vec()),
+                Err(e) => eprintln!("nstrace: cannot read its own mount table: {e}"),
+            }
+        }
+        self.model
+            .pids_in_mnt_ns(mnt_ns)
+            .into_iter()
             .filter(|pid| mnt_ns_of(*pid) == Some(mnt_ns))
             .find_map(crate::mounts::read_mountinfo)
     }

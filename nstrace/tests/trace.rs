@@ -931,3 +931,54 @@ fn a_namespace_id_the_kernel_reuses_is_a_new_namespace() {
         assert_eq!(table["mnt_ns"], u["ns"]["mnt"], "{table}");
     }
 }
+
+#[test]
+fn a_table_read_through_nstraces_namespace_follows_its_changes() {
+    if !root_or_skip() {
+        return;
+    }
+    // Short-lived copies of nstrace's own mount namespace (nstrace-bench's
+    // children live well under a millisecond) are mostly read through
+    // nstrace itself (`read_from: "source"`), from a table kept until the
+    // kernel says the namespace changed. A mount made in between must show
+    // in the copies made after it, and only in those.
+    const EACH: usize = 8;
+    let bench = env!("CARGO_BIN_EXE_nstrace-bench");
+    let dir = Scratch::new("own-table");
+    let d = dir.path("mnt");
+    std::fs::create_dir(&d).unwrap();
+    let d = d.to_str().unwrap().to_string();
+    let script = format!(
+        "{bench} ns {EACH} && mount -t tmpfs nstrace-own {d} && {bench} ns {EACH}; umount {d}"
+    );
+    let t = trace(&["sh", "-c", &script]);
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let tables = t.of_type("mounts");
+    assert_eq!(tables.len(), 2 * EACH, "{}", t.dump());
+    let has_it = |table: &Value| {
+        table["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountpoint"] == d.as_str())
+    };
+    let read_from: Vec<&str> = tables
+        .iter()
+        .map(|t| t["read_from"].as_str().unwrap())
+        .collect();
+    for (i, table) in tables.iter().enumerate() {
+        assert_eq!(
+            has_it(table),
+            i >= EACH,
+            "table {i} (read from {}): seq {}",
+            read_from[i],
+            table["seq"]
+        );
+    }
+    for half in read_from.chunks(EACH) {
+        assert!(
+            half.contains(&"source"),
+            "no copy was read through nstrace: {read_from:?}"
+        );
+    }
+}

@@ -937,11 +937,13 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
     if !root_or_skip() {
         return;
     }
-    // Short-lived copies of nstrace's own mount namespace (nstrace-bench's
-    // children live well under a millisecond) are mostly read through
-    // nstrace itself (`read_from: "source"`), from a table kept until the
-    // kernel says the namespace changed. A mount made in between must show
-    // in the copies made after it, and only in those.
+    // Copies of nstrace's own mount namespace whose processes are gone are
+    // read through nstrace itself (`read_from: "source"`), from a table
+    // kept until the kernel says the namespace changed. A mount made in
+    // between must show in the copies made after it, and only in those.
+    // nstrace-bench's children live well under a millisecond, and with a
+    // 100 ms poll all but the round that woke nstrace are read after they
+    // are gone; the sleeps let each batch be read before the table changes.
     const EACH: usize = 8;
     let bench = env!("CARGO_BIN_EXE_nstrace-bench");
     let dir = Scratch::new("own-table");
@@ -949,9 +951,10 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
     std::fs::create_dir(&d).unwrap();
     let d = d.to_str().unwrap().to_string();
     let script = format!(
-        "{bench} ns {EACH} && mount -t tmpfs nstrace-own {d} && {bench} ns {EACH}; umount {d}"
+        "{bench} ns {EACH} && sleep 0.5 && mount -t tmpfs nstrace-own {d} && \
+         {bench} ns {EACH}; sleep 0.5; umount {d}"
     );
-    let t = trace(&["sh", "-c", &script]);
+    let t = trace_with(&["--poll-interval", "100ms"], &["sh", "-c", &script]);
     assert_eq!(t.code, Some(0), "{}", t.dump());
     let tables = t.of_type("mounts");
     assert_eq!(tables.len(), 2 * EACH, "{}", t.dump());
@@ -977,8 +980,8 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
     }
     for half in read_from.chunks(EACH) {
         assert!(
-            half.contains(&"source"),
-            "no copy was read through nstrace: {read_from:?}"
+            half.iter().filter(|r| **r == "source").count() >= EACH / 2,
+            "copies were not read through nstrace: {read_from:?}"
         );
     }
 }

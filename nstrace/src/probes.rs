@@ -676,12 +676,19 @@ impl MountProber {
     /// kernel sees it: `syncfs(fd)` is the request the sys_enter program
     /// answers for nstrace's pid (on an O_PATH fd it fails with EBADF and
     /// does nothing else).
-    pub fn probe(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Option<MountProbe> {
+    ///
+    /// The descriptor is closed as soon as the request is made, before the
+    /// answer is read: while nstrace holds it, the mount has one more
+    /// reference, and a umount of it (without MNT_DETACH) by the traced
+    /// program fails with EBUSY. The answer stays in the map under the
+    /// descriptor's number, and every answer is removed once read, so none
+    /// is left for the next descriptor with that number.
+    pub fn probe(&mut self, fd: std::os::fd::OwnedFd) -> Option<MountProbe> {
         use std::os::fd::AsRawFd;
         let raw = u32::try_from(fd.as_raw_fd()).ok()?;
-        let _ = self.map.remove(&raw);
         // SAFETY: syncfs on a descriptor we own; its result is irrelevant.
         let _ = unsafe { libc::syncfs(fd.as_raw_fd()) };
+        drop(fd);
         let got = self.map.get(&raw, 0).ok();
         let _ = self.map.remove(&raw);
         got

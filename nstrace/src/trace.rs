@@ -451,7 +451,6 @@ impl Pipeline {
     /// namespace, when the caller is gone), and reads each mount's state
     /// through the kernel.
     fn probe_targets(&mut self, pid: u32, sc: &mut crate::event::Syscall) {
-        use std::os::fd::AsFd;
         let paths = crate::mounts::target_paths(sc);
         let Some(prober) = self.prober.as_mut().filter(|_| !paths.is_empty()) else {
             return;
@@ -471,7 +470,7 @@ impl Pipeline {
             else {
                 continue;
             };
-            if let Some(p) = prober.probe(fd.as_fd()) {
+            if let Some(p) = prober.probe(fd) {
                 sc.targets.push(crate::event::TargetMount {
                     arg: arg.into(),
                     path,
@@ -508,7 +507,6 @@ impl Pipeline {
     /// mount point; others stay without). Bounded: a namespace with very
     /// many mounts gets the first 256 checked.
     fn kernel_view(&mut self, pid: u32, mounts: &mut [crate::mounts::Mount]) {
-        use std::os::fd::AsFd;
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
@@ -519,7 +517,7 @@ impl Pipeline {
             let Some(fd) = crate::mounts::open_under(&root, &m.mountpoint) else {
                 continue;
             };
-            if let Some(p) = prober.probe(fd.as_fd()) {
+            if let Some(p) = prober.probe(fd) {
                 if p.mnt_id == m.id {
                     m.kernel = Some(crate::mounts::KernelMount { flags: p.flags });
                 }

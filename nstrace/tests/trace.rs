@@ -900,18 +900,15 @@ fn a_namespace_id_the_kernel_reuses_is_a_new_namespace() {
     if !root_or_skip() {
         return;
     }
-    // Each round forks a child that unshares a user and a mount namespace,
-    // mounts, unmounts and exits: the kernel gives the next round's mount
-    // namespace the inode number the last one freed.
+    // Each round's unshare makes a user and a mount namespace that are
+    // freed when it exits: the kernel gives the next round's mount
+    // namespace the inode number the last one freed. (The rounds make no
+    // mounts: a umount racing with nstrace's probe of the new table can fail
+    // with EBUSY, a limit the README states, and not what this checks.)
     const ROUNDS: usize = 300;
-    let bench = env!("CARGO_BIN_EXE_nstrace-bench");
-    let t = trace(&[bench, "ns", &ROUNDS.to_string()]);
+    let script = format!("for i in $(seq {ROUNDS}); do unshare -Um true || exit 1; done");
+    let t = trace(&["sh", "-c", &script]);
     assert_eq!(t.code, Some(0), "{}", t.dump());
-    assert_eq!(
-        t.stdout.split_whitespace().nth(2),
-        Some("0"),
-        "no round failed"
-    );
     let unshares = t.syscalls("unshare");
     assert_eq!(unshares.len(), ROUNDS, "{}", t.dump());
     let ids: std::collections::HashSet<u64> = unshares

@@ -140,8 +140,8 @@ pub struct TraceArgs {
     pub buffer_size: u32,
 
     /// How often nstrace reads the ring buffer after a failed call, a new
-    /// namespace or an exec woke it, until 20 ms pass without records
-    /// (`250us`, `2ms`; 50us to 100ms). Shorter catches a namespace whose
+    /// namespace or an exec woke it, until its polls find nothing for 20 ms
+    /// (or one poll finds nothing, if longer) (`250us`, `2ms`; 50us to 100ms). Shorter catches a namespace whose
     /// processes live only briefly, so its mount table is read from it and
     /// not from the namespace it was copied from; longer costs the traced
     /// tasks less (each poll is a timer interrupt, which in a VM is a trip

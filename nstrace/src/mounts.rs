@@ -166,14 +166,19 @@ pub fn root_of(pid: u32) -> Option<std::fs::File> {
 /// RESOLVE_IN_ROOT (so that symlinks in a container cannot lead the walk
 /// outside its root). The last component is not followed.
 pub fn open_under(root: &std::fs::File, mountpoint: &str) -> Option<std::os::fd::OwnedFd> {
-    openat2_path(root, &format!(".{mountpoint}"), false, RESOLVE_IN_ROOT)
+    path_under(root, mountpoint, false)
 }
 
 /// An O_PATH descriptor of absolute `path` inside the root of `pid`
 /// (RESOLVE_IN_ROOT), following a final symlink if `follow`.
 fn path_in_root(pid: u32, path: &str, follow: bool) -> Option<std::os::fd::OwnedFd> {
-    let root = root_of(pid)?;
-    openat2_path(&root, &format!(".{path}"), follow, RESOLVE_IN_ROOT)
+    path_under(&root_of(pid)?, path, follow)
+}
+
+/// An O_PATH descriptor of absolute `path` under `root`, resolved with
+/// RESOLVE_IN_ROOT.
+fn path_under(root: &std::fs::File, path: &str, follow: bool) -> Option<std::os::fd::OwnedFd> {
+    openat2_path(root, &format!(".{path}"), follow, RESOLVE_IN_ROOT)
 }
 
 /// `RESOLVE_BENEATH`: no component may leave the starting directory.

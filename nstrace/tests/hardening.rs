@@ -171,19 +171,15 @@ fn a_full_disk_or_unwritable_output_is_a_clear_failure() {
     assert!(done.exists());
 
     // A read-only place: refused before anything starts.
-    let marker = scratch.path("ran");
-    let out = Command::new(NSTRACE)
-        .args(["-o", "/proc/nstrace-no-such-file", "--", "touch"])
-        .arg(&marker)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    let r = refusal(&["-o", "/proc/nstrace-no-such-file"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
     assert!(
-        stderr.starts_with("nstrace: cannot write to /proc/nstrace-no-such-file"),
-        "{stderr}"
+        r.stderr
+            .starts_with("nstrace: cannot write to /proc/nstrace-no-such-file"),
+        "{}",
+        r.stderr
     );
-    assert!(!marker.exists());
+    assert!(!r.ran);
 }
 
 #[test]

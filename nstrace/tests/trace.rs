@@ -882,17 +882,10 @@ fn poll_interval_trades_latency_not_events() {
         );
     }
     // A bad interval is refused before anything runs.
-    let dir = Scratch::new("poll");
-    let ran = dir.path("ran");
-    let out = Command::new(NSTRACE)
-        .args(["--poll-interval", "1s", "--", "touch"])
-        .arg(&ran)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("needs a unit: us or ms"), "{stderr}");
-    assert!(!ran.exists(), "the command ran");
+    let r = refusal(&["--poll-interval", "1s"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("needs a unit: us or ms"), "{}", r.stderr);
+    assert!(!r.ran, "the command ran");
 }
 
 #[test]

@@ -55,6 +55,32 @@ impl Drop for Scratch {
     }
 }
 
+/// What nstrace did with `nstrace OPTIONS -- touch MARKER`, for options it
+/// must refuse before it starts anything: its exit status, its standard
+/// error, and whether the command ran (the marker exists).
+pub struct Refusal {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub ran: bool,
+}
+
+/// Runs `nstrace OPTIONS -- touch MARKER` (see [`Refusal`]).
+pub fn refusal(options: &[&str]) -> Refusal {
+    let scratch = Scratch::new("refusal");
+    let marker = scratch.path("ran");
+    let out = Command::new(NSTRACE)
+        .args(options)
+        .args(["--", "touch"])
+        .arg(&marker)
+        .output()
+        .expect("run nstrace");
+    Refusal {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ran: marker.exists(),
+    }
+}
+
 /// One nstrace run: its NDJSON lines, its exit status, and the traced
 /// command's own output.
 pub struct Trace {

@@ -242,7 +242,8 @@ pub struct CapRecord {
 }
 
 /// The kernel's own view of a mount nstrace holds an fd to, read by the
-/// probe program (see [`Config::probe_nr`]).
+/// probe program (see [`Config::probe_nr`]) into the slot of the fd in the
+/// `MOUNT_PROBE` array, which nstrace maps into its memory.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MountProbe {
@@ -260,9 +261,22 @@ pub struct MountProbe {
     pub parent_shared: u8,
     /// 1: the fd's dentry is the mount's root (the path is a mount point).
     pub at_mount_root: u8,
-    /// Padding.
-    pub _pad: u8,
+    /// 1: written by the probe program (nstrace zeroes the slot before
+    /// each request).
+    pub answered: u8,
+    /// Padding to a multiple of 8 bytes: the kernel lays out the elements
+    /// of a mapped array at that stride.
+    pub _pad: u32,
 }
+
+/// Slots of the `MOUNT_PROBE` array: one per fd number below it (nstrace's
+/// own descriptors stay far below).
+pub const MOUNT_PROBE_SLOTS: u32 = 1024;
+
+/// `BPF_F_MMAPABLE`: an array map userspace can map into its memory.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+const _: () = assert!(core::mem::size_of::<MountProbe>().is_multiple_of(8));
 
 /// `mnt_flags` bit marking a shared mount on kernels before 6.15, where
 /// `struct mount` has no `mnt_t_flags`.
@@ -706,7 +720,8 @@ pub struct Config {
     /// nstrace's own thread-group id.
     pub self_pid: u32,
     /// A syscall that, made by nstrace itself with an fd as first argument,
-    /// asks the programs to read that fd's mount into MOUNT_PROBE (0: none).
+    /// asks the programs to read that fd's mount into its slot of
+    /// MOUNT_PROBE (0: none).
     /// A rare call that fails harmlessly on an O_PATH fd (syncfs).
     pub probe_nr: u32,
     /// 1: a container runtime ([`role::RUNTIME`]) that starts anywhere

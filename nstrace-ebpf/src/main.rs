@@ -26,8 +26,9 @@ use aya_ebpf::{
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
     IdMap, KlogRecord, MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState,
-    UserNsInfo, ARGV_LEN, BLOB_LEN, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED, NO_OFFSET, NSFS_MAGIC,
-    PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED,
+    UserNsInfo, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED,
+    MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
+    SYSCALL_NS_UNCHANGED, T_SHARED,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -63,9 +64,10 @@ static SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 static LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// The kernel's view of mounts nstrace holds fds to, by fd.
+/// The kernel's view of mounts nstrace holds fds to, by fd number; nstrace
+/// maps it into its memory and reads the answers without a syscall.
 #[map]
-static MOUNT_PROBE: HashMap<u32, MountProbe> = HashMap::with_max_entries(1024, 0);
+static MOUNT_PROBE: Array<MountProbe> = Array::with_max_entries(MOUNT_PROBE_SLOTS, BPF_F_MMAPABLE);
 
 /// How to capture each syscall's arguments, indexed by syscall number.
 #[map]
@@ -470,8 +472,6 @@ fn fd_file(cfg: &Config, fd: u64) -> u64 {
     kread0(fds, (fd * 8) as u32)
 }
 
-/// nstrace's own request: the mount of fd `args[0]` of the current task
-/// (files->fdt->fd[n]->f_path.mnt), its id and flags, into MOUNT_PROBE.
 /// Whether `struct mount` `m` is shared (`IS_MNT_SHARED`).
 #[inline(always)]
 fn is_shared(cfg: &Config, m: u64) -> bool {
@@ -484,8 +484,14 @@ fn is_shared(cfg: &Config, m: u64) -> bool {
     }
 }
 
+/// nstrace's own request: the mount of fd `args[0]` of the current task
+/// (files->fdt->fd[n]->f_path.mnt), its id and flags, into the fd's slot
+/// of MOUNT_PROBE.
 #[inline(always)]
 fn probe_mount(cfg: &Config, fd: u64) {
+    if fd >= u64::from(MOUNT_PROBE_SLOTS) {
+        return;
+    }
     let o = &cfg.offsets;
     let file = fd_file(cfg, fd);
     let mnt: u64 = kread0(file, o.file_path_mnt);
@@ -505,9 +511,14 @@ fn probe_mount(cfg: &Config, fd: u64) {
         shared: u8::from(is_shared(cfg, m)),
         parent_shared: u8::from(parent != 0 && is_shared(cfg, parent)),
         at_mount_root: u8::from(dentry != 0 && dentry == root),
+        answered: 1,
         _pad: 0,
     };
-    let _ = MOUNT_PROBE.insert(fd as u32, probe, 0);
+    if let Some(slot) = MOUNT_PROBE.get_ptr_mut(fd as u32) {
+        // SAFETY: a valid element of the array; nstrace reads it only after
+        // the syscall that runs this program has returned.
+        unsafe { slot.write(probe) };
+    }
 }
 
 const CLONE_NEWPID: u32 = 0x2000_0000;

@@ -46,6 +46,14 @@ pub enum ProbeError {
         /// Why.
         source: Box<aya::maps::MapError>,
     },
+    /// A map could not be mapped into nstrace's memory.
+    #[error("cannot map BPF map {name} into memory: {source}")]
+    MapMemory {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The object lacks something it should have.
     #[error("the BPF object has no {0}")]
     Missing(&'static str),
@@ -548,8 +556,12 @@ impl Probes {
             .ebpf
             .take_map(names::MOUNT_PROBE)
             .ok_or(ProbeError::Missing("MOUNT_PROBE map"))?;
-        Ok(MountProber {
-            map: HashMap::try_from(map).map_err(|e| map_err(names::MOUNT_PROBE, e))?,
+        let aya::maps::Map::Array(data) = map else {
+            return Err(ProbeError::Missing("MOUNT_PROBE array"));
+        };
+        MountProber::new(data).map_err(|source| ProbeError::MapMemory {
+            name: names::MOUNT_PROBE,
+            source,
         })
     }
 
@@ -667,31 +679,83 @@ impl Probes {
 }
 
 /// Reads the kernel's own flags of mounts nstrace holds an fd to.
+///
+/// The answers land in a BPF array nstrace maps into its memory, one slot
+/// per fd number: a probe costs the request syscall and nothing else.
 pub struct MountProber {
-    map: HashMap<MapData, u32, MountProbe>,
+    /// Keeps the map (and so the mapping's backing) alive.
+    _map: MapData,
+    /// The mapped slots.
+    slots: std::ptr::NonNull<MountProbe>,
+    /// Bytes mapped.
+    len: usize,
 }
 
 impl MountProber {
+    /// Maps the array's slots into memory.
+    fn new(map: MapData) -> std::io::Result<Self> {
+        let slots = nstrace_common::MOUNT_PROBE_SLOTS as usize;
+        let len = slots * std::mem::size_of::<MountProbe>();
+        // SAFETY: maps the array's own memory (the map was created mappable),
+        // shared with the kernel; nothing else aliases it in this process.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let slots = std::ptr::NonNull::new(ptr.cast::<MountProbe>())
+            .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Self {
+            _map: map,
+            slots,
+            len,
+        })
+    }
+
     /// The mount of `fd` (which must be nstrace's own, ideally O_PATH) as the
     /// kernel sees it: `syncfs(fd)` is the request the sys_enter program
     /// answers for nstrace's pid (on an O_PATH fd it fails with EBADF and
-    /// does nothing else).
+    /// does nothing else), writing the fd's slot before the call returns.
     ///
     /// The descriptor is closed as soon as the request is made, before the
     /// answer is read: while nstrace holds it, the mount has one more
     /// reference, and a umount of it (without MNT_DETACH) by the traced
-    /// program fails with EBUSY. The answer stays in the map under the
-    /// descriptor's number, and every answer is removed once read, so none
-    /// is left for the next descriptor with that number.
+    /// program fails with EBUSY. The slot is zeroed before each request, so
+    /// an answer is never one left from an earlier descriptor.
     pub fn probe(&mut self, fd: std::os::fd::OwnedFd) -> Option<MountProbe> {
         use std::os::fd::AsRawFd;
-        let raw = u32::try_from(fd.as_raw_fd()).ok()?;
+        let raw = usize::try_from(fd.as_raw_fd()).ok()?;
+        if raw >= nstrace_common::MOUNT_PROBE_SLOTS as usize {
+            return None;
+        }
+        // SAFETY: `raw` is below the number of slots mapped; the kernel
+        // writes the slot only during the syncfs below, made by this thread
+        // (`&mut self`), so the accesses do not overlap.
+        let slot = unsafe { self.slots.as_ptr().add(raw) };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(slot, MountProbe::default()) };
         // SAFETY: syncfs on a descriptor we own; its result is irrelevant.
         let _ = unsafe { libc::syncfs(fd.as_raw_fd()) };
         drop(fd);
-        let got = self.map.get(&raw, 0).ok();
-        let _ = self.map.remove(&raw);
-        got
+        // SAFETY: as above; the program's write happened before syncfs
+        // returned.
+        let got = unsafe { std::ptr::read_volatile(slot) };
+        (got.answered != 0).then_some(got)
+    }
+}
+
+impl Drop for MountProber {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe { libc::munmap(self.slots.as_ptr().cast(), self.len) };
     }
 }
 

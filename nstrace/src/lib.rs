@@ -21,6 +21,7 @@ pub mod model;
 pub mod mounts;
 pub mod output;
 pub mod probes;
+pub mod procfs;
 pub mod redact;
 pub mod replay;
 pub mod scope;

@@ -84,26 +84,36 @@ fn unescape(s: &str) -> String {
 
 /// Parses mountinfo text; malformed lines are skipped.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let f: Vec<&str> = pre.split(' ').collect();
-            let g: Vec<&str> = post.split(' ').collect();
-            if f.len() < 6 || g.len() < 2 {
-                return None;
-            }
-            Some(Mount {
-                id: f[0].parse().ok()?,
-                parent: f[1].parse().ok()?,
-                root: unescape(f[3]),
-                mountpoint: unescape(f[4]),
-                options: f[5].split(',').map(String::from).collect(),
-                fstype: g[0].to_string(),
-                source: unescape(g[1]),
-                kernel: None,
-            })
-        })
-        .collect()
+    // Sized up front: growing a vector of mounts by doubling costs the
+    // allocator more than the parsing (one table per new mount namespace).
+    let mut mounts = Vec::with_capacity(text.bytes().filter(|b| *b == b'\n').count() + 1);
+    mounts.extend(text.lines().filter_map(parse_line));
+    mounts
+}
+
+/// One mountinfo line: `id parent major:minor root mountpoint options
+/// [optional fields...] - fstype source super-options`.
+fn parse_line(line: &str) -> Option<Mount> {
+    let (pre, post) = line.split_once(" - ")?;
+    let mut f = pre.split(' ');
+    let id = f.next()?.parse().ok()?;
+    let parent = f.next()?.parse().ok()?;
+    let root = f.nth(1)?;
+    let mountpoint = f.next()?;
+    let options = f.next()?;
+    let mut g = post.split(' ');
+    let fstype = g.next()?;
+    let source = g.next()?;
+    Some(Mount {
+        id,
+        parent,
+        root: unescape(root),
+        mountpoint: unescape(mountpoint),
+        options: options.split(',').map(String::from).collect(),
+        fstype: fstype.to_string(),
+        source: unescape(source),
+        kernel: None,
+    })
 }
 
 impl Mount {
@@ -364,8 +374,7 @@ fn same_file(fd: std::os::fd::OwnedFd, path: &str) -> bool {
 
 /// Reads `/proc/PID/mountinfo`; `None` if the process is gone.
 pub fn read_mountinfo(pid: u32) -> Option<Vec<Mount>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
-    Some(parse_mountinfo(&text))
+    crate::procfs::with_text(&format!("/proc/{pid}/mountinfo"), parse_mountinfo).ok()
 }
 
 /// The mount table of nstrace's own mount namespace, read again only when
@@ -413,10 +422,12 @@ impl OwnTable {
     }
 
     fn reread(&mut self) -> std::io::Result<()> {
-        use std::io::{Read, Seek};
+        use std::io::Seek;
         self.file.rewind()?;
-        let mut text = String::new();
-        self.file.read_to_string(&mut text)?;
+        let mut buf = Vec::new();
+        crate::procfs::read_all(&mut self.file, &mut buf)?;
+        let text = String::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.mounts = parse_mountinfo(&text);
         Ok(())
     }
@@ -595,6 +606,24 @@ mod tests {
         assert_eq!(m[3].fstype, "devtmpfs");
         assert_eq!(m[6].mountpoint, "/my dir");
         assert!(parse_mountinfo("garbage\n1 2 3\n").is_empty());
+    }
+
+    #[test]
+    fn optional_fields_are_skipped() {
+        let m = parse_mountinfo(
+            "36 35 98:0 /mnt1 /mnt/a rw,noatime master:1 shared:7 - ext3 /dev/root rw\n",
+        );
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].id, m[0].parent), (36, 35));
+        assert_eq!(
+            (m[0].root.as_str(), m[0].mountpoint.as_str()),
+            ("/mnt1", "/mnt/a")
+        );
+        assert_eq!(m[0].options, ["rw", "noatime"]);
+        assert_eq!(
+            (m[0].fstype.as_str(), m[0].source.as_str()),
+            ("ext3", "/dev/root")
+        );
     }
 
     #[test]

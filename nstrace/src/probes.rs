@@ -761,14 +761,13 @@ impl Drop for MountProber {
 
 /// Whether `pid` exists and has not exited (zombies have).
 fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
+    // The state follows the command name, which is in parentheses.
+    crate::procfs::with_text(&format!("/proc/{pid}/stat"), |stat| {
+        stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+    .unwrap_or(false)
 }
 
 /// A program that attaches without a target at load time.

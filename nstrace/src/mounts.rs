@@ -377,6 +377,42 @@ pub fn read_mountinfo(pid: u32) -> Option<Vec<Mount>> {
     crate::procfs::with_text(&format!("/proc/{pid}/mountinfo"), parse_mountinfo).ok()
 }
 
+/// The mount table of a process's namespace, opened for reading while the
+/// process lives. The open `mountinfo` holds the namespace, so its mounts
+/// stay attached after the process exits (a short-lived command often
+/// does, while nstrace reads); `root`, opened right after, resolves mount
+/// points in it for the kernel's view of each.
+#[derive(Debug)]
+pub struct LiveTable {
+    mountinfo: std::fs::File,
+    /// The process's root, if it could be opened.
+    pub root: Option<std::fs::File>,
+}
+
+impl LiveTable {
+    /// Opens the table of `pid`'s mount namespace if that is `mnt_ns`;
+    /// `None` if it is gone or another. The namespace is checked first
+    /// (`/proc/PID/ns/mnt`'s inode), then the table opened at once: a
+    /// process that exits right after is still read.
+    pub fn open(pid: u32, mnt_ns: u32) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+        if ns.metadata().ok()?.ino() != u64::from(mnt_ns) {
+            return None;
+        }
+        let mountinfo = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
+        Some(Self {
+            mountinfo,
+            root: root_of(pid),
+        })
+    }
+
+    /// The mounts, as the kernel lists them.
+    pub fn mounts(&mut self) -> Option<Vec<Mount>> {
+        crate::procfs::with_file_text(&mut self.mountinfo, parse_mountinfo).ok()
+    }
+}
+
 /// The mount table of nstrace's own mount namespace, read again only when
 /// the kernel says it changed: `/proc/self/mountinfo` polls with
 /// `POLLPRI | POLLERR` after any mount or unmount in the namespace since the

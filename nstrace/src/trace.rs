@@ -400,11 +400,13 @@ impl Pipeline {
         // A new mount namespace: record its table now, while a process in it
         // lives (the locks it got are the lineage later explanations cite).
         if let Some(req) = crate::mounts::snapshot_request(&ann) {
-            let new_ns = crate::mounts::read_mountinfo(req.pid)
-                .filter(|_| mnt_ns_of(req.pid) == Some(req.mnt_ns))
-                .map(|mut mounts| {
-                    self.kernel_view(req.pid, &mut mounts);
-                    (mounts, false)
+            let new_ns =
+                crate::mounts::LiveTable::open(req.pid, req.mnt_ns).and_then(|mut live| {
+                    let mut mounts = live.mounts()?;
+                    if let Some(root) = &live.root {
+                        self.kernel_view(root, &mut mounts);
+                    }
+                    Some((mounts, false))
                 });
             // Every process of the new namespace may be gone already (a
             // short-lived command, a backlog under load): the copy began as a
@@ -504,17 +506,14 @@ impl Pipeline {
     }
 
     /// Adds the kernel's own flags to the mounts (the top mount at each
-    /// mount point; others stay without). Bounded: a namespace with very
-    /// many mounts gets the first 256 checked.
-    fn kernel_view(&mut self, pid: u32, mounts: &mut [crate::mounts::Mount]) {
+    /// mount point, resolved under `root`; others stay without). Bounded:
+    /// a namespace with very many mounts gets the first 256 checked.
+    fn kernel_view(&mut self, root: &std::fs::File, mounts: &mut [crate::mounts::Mount]) {
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
-        let Some(root) = crate::mounts::root_of(pid) else {
-            return;
-        };
         for m in mounts.iter_mut().take(256) {
-            let Some(fd) = crate::mounts::open_under(&root, &m.mountpoint) else {
+            let Some(fd) = crate::mounts::open_under(root, &m.mountpoint) else {
                 continue;
             };
             if let Some(p) = prober.probe(fd) {

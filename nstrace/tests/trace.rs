@@ -975,3 +975,75 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
         );
     }
 }
+
+/// What nstrace relies on to read a short-lived command's table: an open
+/// `/proc/PID/mountinfo` holds the mount namespace, so after the process
+/// exits the table still reads and its mounts stay attached (the root
+/// opened with it resolves a mount point to the mount, not to the
+/// directory under it). Checked against the kernel's answer (`statfs`).
+#[test]
+fn a_table_opened_while_its_process_lives_reads_after_it_exits() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut child = Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs nstrace-live /mnt && echo ready && exec sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id();
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("its mnt ns");
+    let mnt_ns = ns_inode(&link.to_string_lossy()) as u32;
+    assert_ne!(u64::from(mnt_ns), self_ns("mnt"));
+
+    assert!(
+        nstrace::mounts::LiveTable::open(pid, mnt_ns + 1).is_none(),
+        "another namespace's id must not open the table"
+    );
+    let mut live = nstrace::mounts::LiveTable::open(pid, mnt_ns).expect("open while it lives");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+            // The pid was reused already: then it is another process.
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() != Some(link.clone())
+        },
+        "the process is gone"
+    );
+
+    let mounts = live
+        .mounts()
+        .expect("the table reads after the process exited");
+    let tmpfs = mounts
+        .iter()
+        .find(|m| m.mountpoint == "/mnt")
+        .expect("its tmpfs in the table");
+    assert_eq!(
+        (tmpfs.fstype.as_str(), tmpfs.source.as_str()),
+        ("tmpfs", "nstrace-live")
+    );
+    let root = live.root.as_ref().expect("its root");
+    let fd = nstrace::mounts::open_under(root, "/mnt").expect("/mnt under its root");
+    // SAFETY: statfs is plain data; all-zero is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a statfs to fill.
+    let r = unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut st) };
+    assert_eq!(r, 0, "fstatfs: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        st.f_type,
+        libc::TMPFS_MAGIC,
+        "the mount point resolves to the tmpfs: the namespace is still whole"
+    );
+}

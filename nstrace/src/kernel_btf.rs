@@ -116,8 +116,13 @@ fn offsets_cached_in(path: &Path, dir: &Path) -> Result<(Offsets, Vec<String>), 
     if let Some(hit) = file.as_ref().and_then(|(k, f)| read_cache(f, *k)) {
         return Ok(hit);
     }
-    let bytes = std::fs::read(path).map_err(|e| open_err(btf_rs::Error::IO(e)))?;
-    let btf = Btf::from_bytes(&bytes).map_err(open_err)?;
+    // Mapped where the kernel allows it (its BTF file is mappable since
+    // 6.16): only the types looked up are parsed. Else parsed whole, read
+    // through a buffer rather than copied in memory first: on a cache miss
+    // this is nstrace's peak memory.
+    let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .map_err(open_err)?;
     let resolved = KernelBtf { btf }.offsets();
     if let Some((k, f)) = &file {
         write_cache(dir, f, *k, &resolved);
@@ -498,6 +503,24 @@ mod tests {
         assert!(o.upid_size >= 16);
         // ns_common is embedded, so inum sits at a small offset in each struct.
         assert!(o.ns_inum.iter().all(|&x| x != NO_OFFSET));
+    }
+
+    #[test]
+    fn a_mapped_btf_resolves_as_a_parsed_one() {
+        let parsed = kernel().offsets();
+        match Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap) {
+            Ok(btf) => assert_eq!(KernelBtf { btf }.offsets(), parsed),
+            // The kernel's BTF file is mappable since 6.16.
+            Err(e) => {
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+                let mut v = release.trim().split(['.', '-']).map(|p| p.parse::<u32>());
+                let version = (v.next().unwrap().unwrap(), v.next().unwrap().unwrap());
+                assert!(
+                    version < (6, 16),
+                    "cannot map the BTF of kernel {release}: {e}"
+                );
+            }
+        }
     }
 
     #[test]

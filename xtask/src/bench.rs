@@ -4,13 +4,17 @@
 //!
 //! 1. namespace-heavy workload (`nstrace-bench ns N`): the workload's own
 //!    time, untraced and under each tracer (so that tracer start-up, which
-//!    benchmark 3 measures, does not count twice);
+//!    benchmark 3 measures, does not count twice), with how many of the new
+//!    namespaces' tables each nstrace variant read while they lived; an
+//!    idle bpftrace program (the kernel's floor for any syscall tracer) and
+//!    nstrace polling every 100 ms (its kernel side, userspace mostly
+//!    asleep) split the cost;
 //! 2. unrelated work (`nstrace-bench noise N`) while `nstrace --all` runs;
 //! 3. start-up: `TRACER -- true`, total wall time;
 //! 4. the userspace pipeline (criterion, `nstrace/benches/pipeline.rs`);
 //! 5. peak memory (max RSS) of nstrace tracing 100,000 failing umount2
 //!    calls, for several ring-buffer sizes, with the events reported and
-//!    lost.
+//!    lost; and once with the kernel offsets not cached yet (a first run).
 //!
 //! Runs of one benchmark are interleaved (untraced, nstrace, strace,
 //! bpftrace, then again), and each ratio is the median of the per-round
@@ -234,16 +238,21 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
             ],
             // The same, polling less often once woken (see Performance in
             // the README: the polls' timer interrupts cost the traced tasks).
-            "nstrace --poll-interval 2ms" => vec![
-                s(&env.nstrace),
-                "--poll-interval".into(),
-                "2ms".into(),
-                "--format".into(),
-                "ndjson".into(),
-                "-o".into(),
-                out("nstrace-poll2ms"),
-                "--".into(),
-            ],
+            // At 100ms nstrace's userspace mostly sleeps: what remains is
+            // the kernel side's cost.
+            _ if base.starts_with("nstrace --poll-interval ") => {
+                let interval = base.trim_start_matches("nstrace --poll-interval ");
+                vec![
+                    s(&env.nstrace),
+                    "--poll-interval".into(),
+                    interval.into(),
+                    "--format".into(),
+                    "ndjson".into(),
+                    "-o".into(),
+                    out(&format!("nstrace-poll{interval}")),
+                    "--".into(),
+                ]
+            }
             "nstrace --all" => vec![
                 s(&env.nstrace),
                 "--all".into(),
@@ -343,9 +352,11 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
         &[
             "nstrace",
             "nstrace --poll-interval 2ms",
+            "nstrace --poll-interval 100ms",
             "nstrace (raw_syscalls)",
             "strace -f",
             "bpftrace",
+            "bpftrace, one idle syscall event",
         ],
     );
     let results = side_by_side(env, "1-ns", &v, plan.reps, "ns", 2)?;
@@ -355,7 +366,7 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
         let mut t = results[i].0.clone();
         let mut w = results[i].1.clone();
         let failed = results[i].2.get(1).copied().unwrap_or(0);
-        let value = format!(
+        let mut value = format!(
             "{:.1} ms (wall {:.0} ms){}",
             median(&mut t) / 1e6,
             median(&mut w) * 1e3,
@@ -365,6 +376,15 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
                 String::new()
             }
         );
+        // What nstrace did with the new namespaces (last repetition): a
+        // variant that is cheaper because it read fewer tables shows here.
+        if let Some(out) = trace_output(&v[i].1) {
+            let (live, flagged, total) = count_tables(&out)?;
+            let _ = write!(
+                value,
+                "; tables: {live}/{total} read live, {flagged} with the kernel's flags"
+            );
+        }
         let mut row = Row::new(&bench, name, value);
         if i > 0 {
             let r = ratio_to_first(&results, i, false);
@@ -532,9 +552,32 @@ fn wait_rusage(pid: u32) -> Result<(i32, i64)> {
 
 fn memory(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let out = env.scratch.join("5-memory.ndjson");
-    for size in plan.buffer_sizes {
-        let child = Command::new(&env.nstrace)
+    // The kernel offsets are cached after the first run of a build (see
+    // kernel_btf.rs); `cargo bench` may have just rebuilt nstrace. Warm the
+    // cache, then measure every size warm, and 4M once more with an empty
+    // cache: a first run also parses the kernel's BTF.
+    let warm = Command::new(&env.nstrace)
+        .args(["-o", "/dev/null", "--", "true"])
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run nstrace")?;
+    if !warm.success() {
+        bail!("nstrace -- true failed: {warm}");
+    }
+    let cold_cache = env.scratch.join("5-memory-empty-cache");
+    let _ = std::fs::remove_dir_all(&cold_cache);
+    let runs = plan
+        .buffer_sizes
+        .iter()
+        .map(|size| (*size, None))
+        .chain([("4M", Some(&cold_cache))]);
+    for (size, cache) in runs {
+        let out = env.scratch.join("5-memory.ndjson");
+        let mut cmd = Command::new(&env.nstrace);
+        if let Some(dir) = cache {
+            cmd.env("NSTRACE_CACHE_DIR", dir);
+        }
+        let child = cmd
             .args(["--format", "ndjson", "--buffer-size", size, "-o"])
             .arg(&out)
             .arg("--")
@@ -554,23 +597,58 @@ fn memory(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
             "max RSS {mib:.1} MiB; {reported} umount2 reported + {lost} lost{}",
             if exact { " (exact)" } else { " (NOT exact)" }
         );
+        let variant = match cache {
+            None => format!("nstrace --buffer-size {size}"),
+            Some(_) => format!("nstrace --buffer-size {size}, first run (offsets not cached)"),
+        };
         let mut row = Row::new(
             &format!("5. memory, {} traced calls", plan.mem_calls),
-            &format!("nstrace --buffer-size {size}"),
+            &variant,
             value,
         );
-        if *size == "4M" {
+        if size == "4M" {
             row = row.goal("< 50 MB", maxrss_kib * 1024 < 50_000_000);
         }
         rows.push(row);
-        eprintln!("5-memory: --buffer-size {size} done");
+        eprintln!("5-memory: {variant} done");
     }
     Ok(rows)
 }
 
-/// Counts the umount2 events and the lost records of an NDJSON trace.
-/// Lost records may include the helper's fork/exec/exit: at most 3 are
-/// subtracted so that the sum compares with the calls alone.
+/// The NDJSON file an nstrace command line writes (`-o FILE`).
+fn trace_output(argv: &[String]) -> Option<PathBuf> {
+    let nstrace = argv.iter().position(|a| a.ends_with("/nstrace"))?;
+    let rest = &argv[nstrace..];
+    let o = rest.iter().position(|a| a == "-o")?;
+    rest.get(o + 1).map(PathBuf::from)
+}
+
+/// Mount tables in a trace: read from the new namespace while it lived,
+/// those among them with the kernel's own flags, and all (the others were
+/// read from the namespace they were copied from).
+fn count_tables(path: &Path) -> Result<(u64, u64, u64)> {
+    let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let (mut live, mut flagged, mut total) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(file).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        if v["type"] != "mounts" {
+            continue;
+        }
+        total += 1;
+        if v["read_from"] == "new" {
+            live += 1;
+            let kernel = |m: &serde_json::Value| !m["kernel"].is_null();
+            if v["mounts"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(kernel))
+            {
+                flagged += 1;
+            }
+        }
+    }
+    Ok((live, flagged, total))
+}
+
 fn count_trace(path: &Path) -> Result<(u64, u64)> {
     let file = std::fs::File::open(path)?;
     let (mut reported, mut lost, mut life) = (0u64, 0u64, 0u64);

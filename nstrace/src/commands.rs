@@ -170,12 +170,17 @@ pub fn tree(
 ) -> io::Result<ReplayStats> {
     let mut stats = ReplayStats::default();
     let mut tree = crate::tree::Tree::default();
+    // The model tells a namespace made under a reused id from the one that
+    // had the id before.
+    let mut model = crate::model::Model::new();
     for_each_line(input, name, err, &mut stats, |_, line| {
         if let Line::Event(ev) = line {
-            tree.add(&ev);
+            let ann = model.apply(*ev);
+            tree.add(&ann.event, &ann.ns_changes);
         }
         Ok(())
     })?;
+    tree.finish();
     let text = match format {
         crate::cli::TreeFormat::Text => tree.to_text(),
         crate::cli::TreeFormat::Dot => tree.to_dot(),

@@ -920,6 +920,43 @@ fn a_namespace_id_the_kernel_reuses_is_a_new_namespace() {
         assert_eq!(table["created_by"], u["seq"], "{table}");
         assert_eq!(table["mnt_ns"], u["ns"]["mnt"], "{table}");
     }
+    // `nstrace tree` draws each of them as a node of its own, holding only
+    // the process that made it (which then runs `true`).
+    let dir = Scratch::new("reuse-tree");
+    let file = dir.path("trace.ndjson");
+    let text: Vec<String> = t.lines.iter().map(Value::to_string).collect();
+    std::fs::write(&file, text.join("\n") + "\n").unwrap();
+    let out = Command::new(NSTRACE)
+        .arg("tree")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let unshare_pids: std::collections::HashSet<u64> = unshares
+        .iter()
+        .map(|u| u["pid"].as_u64().unwrap())
+        .collect();
+    let mut nodes = 0;
+    for line in tree.lines() {
+        let Some((label, procs)) = line.trim_start().split_once(": ") else {
+            continue;
+        };
+        let pids: Vec<u64> = procs
+            .split(", ")
+            .filter_map(|p| p.split(' ').next()?.parse().ok())
+            .collect();
+        // (The shell and the unshares before theirs are in the initial one.)
+        if label.starts_with("mnt ") && pids.iter().all(|p| unshare_pids.contains(p)) {
+            assert_eq!(pids.len(), 1, "one namespace per unshare: {line}");
+            nodes += 1;
+        }
+    }
+    assert_eq!(nodes, ROUNDS, "{tree}");
 }
 
 #[test]

@@ -460,11 +460,7 @@ impl OwnTable {
     fn reread(&mut self) -> std::io::Result<()> {
         use std::io::Seek;
         self.file.rewind()?;
-        let mut buf = Vec::new();
-        crate::procfs::read_all(&mut self.file, &mut buf)?;
-        let text = String::from_utf8(buf)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.mounts = parse_mountinfo(&text);
+        self.mounts = crate::procfs::with_file_text(&mut self.file, parse_mountinfo)?;
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 //! table for every new mount namespace, so here it is one `openat`, one
 //! read that usually takes the whole file, and the read that sees its end,
 //! into a buffer kept for the next file (a fresh 16 KiB buffer each time
-//! costs the allocator more than the parsing).
+//! costs the allocator more than the parsing). The buffer stays at the size
+//! of the largest file read.
 
 use std::io::{self, Read};
 
@@ -14,7 +15,7 @@ use std::io::{self, Read};
 const FIRST_READ: usize = 16 * 1024;
 
 /// The whole of `file` from its current position, appended to `buf`.
-pub fn read_all(file: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_all(file: &mut std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.reserve(FIRST_READ);
     loop {
         if buf.len() == buf.capacity() {

@@ -377,6 +377,13 @@ pub fn read_mountinfo(pid: u32) -> Option<Vec<Mount>> {
     crate::procfs::with_text(&format!("/proc/{pid}/mountinfo"), parse_mountinfo).ok()
 }
 
+/// The mount namespace `pid` is in now.
+pub fn mnt_ns_of(pid: u32) -> Option<u32> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// The mount table of a process's namespace, opened for reading while the
 /// process lives. The open `mountinfo` holds the namespace, so its mounts
 /// stay attached after the process exits (a short-lived command often
@@ -392,12 +399,10 @@ pub struct LiveTable {
 impl LiveTable {
     /// Opens the table of `pid`'s mount namespace if that is `mnt_ns`;
     /// `None` if it is gone or another. The namespace is checked first
-    /// (`/proc/PID/ns/mnt`'s inode), then the table opened at once: a
-    /// process that exits right after is still read.
+    /// ([`mnt_ns_of`]), then the table opened at once: a process that exits
+    /// right after is still read.
     pub fn open(pid: u32, mnt_ns: u32) -> Option<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
-        if ns.metadata().ok()?.ino() != u64::from(mnt_ns) {
+        if mnt_ns_of(pid) != Some(mnt_ns) {
             return None;
         }
         let mountinfo = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;

@@ -326,7 +326,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             broken: false,
             write_error: None,
             redact: opts.redact,
-            own_table: mnt_ns_of(std::process::id()).and_then(|ns| {
+            own_table: crate::mounts::mnt_ns_of(std::process::id()).and_then(|ns| {
                 crate::mounts::OwnTable::open()
                     .inspect_err(|e| eprintln!("nstrace: cannot read its own mount table: {e}"))
                     .ok()
@@ -461,7 +461,7 @@ impl Pipeline {
         let parent = self.model.process(pid).and_then(|p| p.ppid);
         let candidates: Vec<u32> = std::iter::once(pid)
             .chain(parent)
-            .filter(|p| mnt_ns_of(*p) == Some(mnt_ns))
+            .filter(|p| crate::mounts::mnt_ns_of(*p) == Some(mnt_ns))
             .collect();
         for (arg, path) in paths {
             // The caller may exit between the check and the open: then its
@@ -501,7 +501,7 @@ impl Pipeline {
         self.model
             .pids_in_mnt_ns(mnt_ns)
             .into_iter()
-            .filter(|pid| mnt_ns_of(*pid) == Some(mnt_ns))
+            .filter(|pid| crate::mounts::mnt_ns_of(*pid) == Some(mnt_ns))
             .find_map(crate::mounts::read_mountinfo)
     }
 
@@ -762,13 +762,6 @@ impl Session {
         }
         Ok(exit_code)
     }
-}
-
-/// The mount namespace `pid` is in now.
-fn mnt_ns_of(pid: u32) -> Option<u32> {
-    let link = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
-    let s = link.to_str()?;
-    s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Resolves when the command's pidfd becomes readable (it exited); never

@@ -441,6 +441,30 @@ mod tests {
         })
     }
 
+    /// A capability check in child user namespace 2 (parent 1), made by `owner`.
+    fn check_in_2(owner: u32) -> EventKind {
+        let u = UserNsInfo {
+            inum: 2,
+            level: 1,
+            owner,
+            parent: 1,
+        };
+        EventKind::Cap(CapCheck {
+            cap: 21,
+            allowed: true,
+            target: u,
+            cred_ns: u,
+            euid: 0,
+        })
+    }
+
+    fn exited() -> EventKind {
+        EventKind::Exit {
+            ppid: 1,
+            status: ExitStatus::Exited(0),
+        }
+    }
+
     #[test]
     fn unshare_newuser_newns_makes_a_child_owning_the_new_mount_ns() {
         let (mut t, mut m) = (Tree::default(), Model::new());
@@ -454,20 +478,7 @@ mod tests {
         );
         // The child user namespace is only known by its inode so far; a
         // later check names its parent and level.
-        let child = UserNsInfo {
-            inum: 2,
-            level: 1,
-            owner: 0,
-            parent: 1,
-        };
-        let check = CapCheck {
-            cap: 21,
-            allowed: true,
-            target: child,
-            cred_ns: child,
-            euid: 0,
-        };
-        feed(&mut t, &mut m, 2, 10, "mount", EventKind::Cap(check));
+        feed(&mut t, &mut m, 2, 10, "mount", check_in_2(0));
         t.finish();
         assert_eq!(t.owner.get(&("mnt", first(20))), Some(&first(2)));
         assert_eq!(t.owner.get(&("mnt", first(11))), Some(&first(1)));
@@ -497,11 +508,7 @@ mod tests {
             "unshare",
             unshare(ids(1, 11), ids(1, 20), 1),
         );
-        let exited = EventKind::Exit {
-            ppid: 1,
-            status: ExitStatus::Exited(0),
-        };
-        feed(&mut t, &mut m, 2, 10, "unshare", exited);
+        feed(&mut t, &mut m, 2, 10, "unshare", exited());
         // The kernel gives the next new mount namespace the freed id 20.
         feed(
             &mut t,
@@ -543,22 +550,7 @@ mod tests {
     fn checks_made_during_a_call_name_the_namespace_it_creates() {
         // As in a trace: a call's capability checks come before its line.
         let (mut t, mut m) = (Tree::default(), Model::new());
-        let check = |owner: u32| {
-            let u = UserNsInfo {
-                inum: 2,
-                level: 1,
-                owner,
-                parent: 1,
-            };
-            EventKind::Cap(CapCheck {
-                cap: 21,
-                allowed: true,
-                target: u,
-                cred_ns: u,
-                euid: 0,
-            })
-        };
-        feed(&mut t, &mut m, 1, 10, "unshare", check(0));
+        feed(&mut t, &mut m, 1, 10, "unshare", check_in_2(0));
         feed(
             &mut t,
             &mut m,
@@ -567,13 +559,9 @@ mod tests {
             "unshare",
             unshare(ids(1, 11), ids(2, 20), 1),
         );
-        let exited = EventKind::Exit {
-            ppid: 1,
-            status: ExitStatus::Exited(0),
-        };
-        feed(&mut t, &mut m, 3, 10, "unshare", exited);
+        feed(&mut t, &mut m, 3, 10, "unshare", exited());
         // User namespace id 2 again, made by uid 1000 this time.
-        feed(&mut t, &mut m, 4, 12, "unshare", check(1000));
+        feed(&mut t, &mut m, 4, 12, "unshare", check_in_2(1000));
         feed(
             &mut t,
             &mut m,

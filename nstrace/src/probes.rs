@@ -347,6 +347,12 @@ impl Probes {
                 Ok(()) if self.syscalls_via.is_none() => {
                     self.syscalls_via = Some(SyscallMethod::Raw);
                     report.attached = Some(SyscallMethod::Raw.what());
+                    if let Some((_, why)) = report.refused.first() {
+                        self.notes.push(format!(
+                            "syscall events refused ({why}): on the raw syscall tracepoints \
+                             instead, every syscall of the system runs a program"
+                        ));
+                    }
                 }
                 Ok(()) => {
                     for (prog, link) in self.links.split_off(before) {
@@ -377,10 +383,14 @@ impl Probes {
     /// the entry program to syncfs's (nstrace's mount probe). Returns the
     /// traced syscalls the kernel has no events for.
     fn attach_syscall_events(&mut self) -> Result<Vec<&'static str>, String> {
-        let dir = syscall_events::events_dir().ok_or(
-            "no syscalls:* trace events (tracefs not mounted, or a kernel without \
-             CONFIG_FTRACE_SYSCALLS)",
-        )?;
+        let (dir, mounted) = syscall_events::find_or_mount_events_dir()?;
+        if mounted {
+            self.notes.push(format!(
+                "tracefs was not mounted: mounted it on {} for the syscall events (it stays \
+                 mounted)",
+                syscall_events::TRACEFS_MOUNT_POINT
+            ));
+        }
         syscall_events::check_layout(&dir)?;
         let mut fds = Vec::new();
         for name in [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT] {

@@ -66,6 +66,62 @@ pub fn events_dir() -> Option<PathBuf> {
         .find(|d| d.join("sys_enter_mount").is_dir())
 }
 
+/// Where the kernel offers tracefs (an empty directory of sysfs until
+/// something mounts it there; usually the init system at boot).
+pub const TRACEFS_MOUNT_POINT: &str = "/sys/kernel/tracing";
+
+/// The directory of the syscall events, mounting tracefs on
+/// `/sys/kernel/tracing` first if it is mounted nowhere (as libtracefs
+/// does): a machine whose init system does not mount it (a container host
+/// started without systemd) would otherwise leave nstrace on the raw
+/// tracepoints, through which every syscall of the system runs a program.
+/// The mount stays after nstrace exits, as a mount at boot would. Returns
+/// the directory and whether nstrace mounted tracefs, or why there is none.
+pub fn find_or_mount_events_dir() -> Result<(PathBuf, bool), String> {
+    if let Some(dir) = events_dir() {
+        return Ok((dir, false));
+    }
+    let none = "no syscalls:* trace events";
+    let mount_point = Path::new(TRACEFS_MOUNT_POINT);
+    if !mount_point.is_dir() {
+        return Err(format!(
+            "{none} ({TRACEFS_MOUNT_POINT} does not exist: a kernel without tracefs)"
+        ));
+    }
+    mount_tracefs(mount_point)
+        .map_err(|e| format!("{none} (tracefs is not mounted, and mounting it failed: {e})"))?;
+    match events_dir() {
+        Some(dir) => Ok((dir, true)),
+        None => Err(format!(
+            "{none} (tracefs is mounted on {TRACEFS_MOUNT_POINT}, without syscall events: \
+             a kernel without CONFIG_FTRACE_SYSCALLS)"
+        )),
+    }
+}
+
+/// Mounts tracefs on `at` with the options systemd uses for it.
+fn mount_tracefs(at: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME;
+    // SAFETY: NUL-terminated strings that outlive the call; no data.
+    let ret = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether the kernel has the entry and exit events of syscall `event`
 /// (it has none for a syscall it does not implement).
 pub fn has_event(dir: &Path, event: &str) -> bool {

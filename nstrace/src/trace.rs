@@ -168,6 +168,9 @@ pub fn doctor(btf: Option<PathBuf>, json: bool) -> Result<(), TraceError> {
         btf_path,
         try_every_hook: true,
     })?;
+    for note in &probes.notes {
+        eprintln!("nstrace: {note}");
+    }
     let mut out = io::stdout().lock();
     crate::doctor::report(
         &kernel_release(),

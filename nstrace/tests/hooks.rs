@@ -71,6 +71,9 @@ fn run_counts_under(hook: &str, calls: u64) -> (Value, Vec<(String, u64)>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !done.exists() {
         assert!(Instant::now() < deadline, "the noise never ended");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("nstrace ({hook}) ended before the noise did: {status}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let counts: Vec<(String, u64)> = aya::programs::loaded_programs()
@@ -174,4 +177,50 @@ fn both_syscall_hooks_record_what_the_program_saw() {
         args_seen.push(args);
     }
     assert_eq!(args_seen[0], args_seen[1]);
+}
+
+/// Where no init system mounted tracefs, nstrace mounts it and traces
+/// through the syscall events rather than fall back to the raw tracepoints.
+/// Checked in a private mount namespace in which tracefs and debugfs are
+/// unmounted, so that the host's mounts are left as they are.
+#[test]
+fn tracefs_is_mounted_where_it_is_missing() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let scratch = Scratch::new("tracefs");
+    let out = scratch.path("t.ndjson");
+    // What is mounted on /sys/kernel/tracing (the last mount listed is
+    // the one on top), in plain sh: the test VMs have no stat(1).
+    let show = scratch.path("show.sh");
+    std::fs::write(
+        &show,
+        "t=nothing; while read -r _ m f _; do [ \"$m\" = /sys/kernel/tracing ] && t=$f; done \
+         </proc/self/mounts; echo \"$1 $t\"\n",
+    )
+    .unwrap();
+    let show = show.display();
+    let run = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "while umount -l /sys/kernel/tracing 2>/dev/null; do :; done; \
+             while umount -l /sys/kernel/debug 2>/dev/null; do :; done; \
+             sh {show} before; exec {NSTRACE} --format ndjson -o {} -- sh {show} after",
+            out.display()
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "before nothing\nafter tracefs\n", "{stderr}");
+    assert!(
+        stderr.contains("tracefs was not mounted: mounted it on /sys/kernel/tracing"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let start: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(start["hooks"]["syscalls_via"], "syscall_events", "{start}");
 }

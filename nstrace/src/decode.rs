@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::errnos::{errno_name, signal_name};
 use crate::event::{
-    escape_bytes, ArgValue, CapCheck, Event, EventKind, ExitStatus, NsRef, Syscall,
+    escape_bytes, ArgValue, CapCheck, Comm, Event, EventKind, ExitStatus, NsRef, Syscall,
 };
 use crate::flags::{self, enum_name};
 use crate::syscalls::{self, ArgKind, BlobKind, RetKind, SyscallDef};
@@ -77,6 +77,49 @@ pub struct Decoder {
     seq: u64,
     /// Records the kernel reported as lost so far.
     pub lost: u64,
+    comms: CommCache,
+}
+
+/// Command names already decoded, by their raw bytes: every event of a
+/// process carries its name, and making it anew for each (checking the
+/// UTF-8, escaping, allocating, and freeing it after) was about a tenth of
+/// the pipeline's work. Direct-mapped: a name whose slot another took is
+/// decoded again, and memory stays fixed.
+#[derive(Debug)]
+struct CommCache {
+    slots: Vec<Option<([u8; COMM_LEN], Comm)>>,
+}
+
+/// Slots of [`CommCache`] (a power of two).
+const COMM_SLOTS: usize = 64;
+
+impl Default for CommCache {
+    fn default() -> Self {
+        Self {
+            slots: vec![None; COMM_SLOTS],
+        }
+    }
+}
+
+impl CommCache {
+    fn get(&mut self, raw: &[u8; COMM_LEN]) -> Comm {
+        let mut words = [0u64; 2];
+        for (w, chunk) in words.iter_mut().zip(raw.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *w = u64::from_ne_bytes(b);
+        }
+        let mixed = (words[0] ^ words[1].rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = &mut self.slots[(mixed >> 58) as usize % COMM_SLOTS];
+        match slot {
+            Some((key, comm)) if key == raw => Comm::clone(comm),
+            _ => {
+                let comm: Comm = c_string(raw).into();
+                *slot = Some((*raw, Comm::clone(&comm)));
+                comm
+            }
+        }
+    }
 }
 
 impl Decoder {
@@ -121,7 +164,7 @@ impl Decoder {
                     ts_ns: rec.header.ts_ns,
                     pid: rec.child_pid,
                     tid: rec.child_tid,
-                    comm: comm(&rec.header.comm),
+                    comm: self.comms.get(&rec.header.comm),
                     kind: EventKind::Fork {
                         ppid: rec.header.pid,
                         ns: rec.child_ns,
@@ -183,7 +226,7 @@ impl Decoder {
 
     /// An event nstrace itself observed (not from a kernel record), numbered
     /// in the same sequence.
-    pub fn synthetic(&mut self, ts_ns: u64, pid: u32, comm: String, kind: EventKind) -> Event {
+    pub fn synthetic(&mut self, ts_ns: u64, pid: u32, comm: Comm, kind: EventKind) -> Event {
         Event {
             seq: self.next_seq(),
             ts_ns,
@@ -202,7 +245,7 @@ impl Decoder {
             ts_ns,
             pid: 0,
             tid: 0,
-            comm: String::new(),
+            comm: Comm::from(""),
             kind: EventKind::Lost { count },
         }
     }
@@ -214,7 +257,7 @@ impl Decoder {
             ts_ns: header.ts_ns,
             pid: 0,
             tid: 0,
-            comm: String::new(),
+            comm: Comm::from(""),
             kind: EventKind::Lost { count },
         }
     }
@@ -225,7 +268,7 @@ impl Decoder {
             ts_ns: header.ts_ns,
             pid: header.pid,
             tid: header.tid,
-            comm: comm(&header.comm),
+            comm: self.comms.get(&header.comm),
             kind,
         }
     }
@@ -234,10 +277,6 @@ impl Decoder {
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     escape_bytes(&bytes[..end])
-}
-
-fn comm(raw: &[u8; COMM_LEN]) -> String {
-    c_string(raw)
 }
 
 fn split_argv(rec: &ExecRecord) -> (Vec<String>, bool) {
@@ -483,10 +522,7 @@ mod tests {
         Decoder::new().decode(as_bytes(&rec), &mut out).unwrap();
         assert_eq!(out.len(), 1);
         let ev = &out[0];
-        assert_eq!(
-            (ev.seq, ev.pid, ev.tid, ev.comm.as_str()),
-            (1, 42, 43, "mount")
-        );
+        assert_eq!((ev.seq, ev.pid, ev.tid, &*ev.comm), (1, 42, 43, "mount"));
         let EventKind::Syscall(sc) = &ev.kind else {
             panic!("not a syscall: {ev:?}")
         };
@@ -666,5 +702,29 @@ mod tests {
         let (args, truncated) = split_argv(&rec);
         assert!(truncated);
         assert_eq!(args.len(), 4);
+    }
+
+    #[test]
+    fn command_names_are_shared_and_never_mixed_up() {
+        let mut cache = CommCache::default();
+        let raw = |name: &[u8]| {
+            let mut c = [0u8; COMM_LEN];
+            c[..name.len()].copy_from_slice(name);
+            c
+        };
+        let first = cache.get(&raw(b"mount"));
+        assert_eq!(&*first, "mount");
+        assert!(Comm::ptr_eq(&first, &cache.get(&raw(b"mount"))));
+        // More names than slots: each still decodes to its own text, those
+        // that share a slot included.
+        let names: Vec<String> = (0..4 * COMM_SLOTS).map(|i| format!("cmd-{i}")).collect();
+        for _ in 0..2 {
+            for n in &names {
+                assert_eq!(&*cache.get(&raw(n.as_bytes())), n.as_str());
+            }
+        }
+        // Invalid UTF-8 is escaped as when decoded without the cache.
+        assert_eq!(&*cache.get(&raw(b"a\xffb")), "a\\xffb");
+        assert_eq!(&*cache.get(&raw(b"a\xffb")), "a\\xffb");
     }
 }

@@ -2,6 +2,7 @@
 //! records by [`crate::decode`], consumed by the model and the outputs.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use nstrace_common::{ns, NsIds, TaskState, UserNsInfo};
 
@@ -19,6 +20,10 @@ pub const NS_NAMES: [&str; ns::COUNT] = [
     "time_for_children",
 ];
 
+/// A command name, shared by the events of a process (see the decoder's
+/// cache of them).
+pub type Comm = Arc<str>;
+
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -31,7 +36,7 @@ pub struct Event {
     /// Thread id.
     pub tid: u32,
     /// Command name.
-    pub comm: String,
+    pub comm: Comm,
     /// What happened.
     pub kind: EventKind,
 }

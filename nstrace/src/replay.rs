@@ -479,7 +479,7 @@ pub fn parse_line(line: &str) -> R<Line> {
         ts_ns: u64_of(m, "ts_ns")?,
         pid: u32_of(m, "pid")?,
         tid: u32_of(m, "tid")?,
-        comm: str_of(m, "comm")?.to_string(),
+        comm: str_of(m, "comm")?.into(),
         kind,
     })))
 }

@@ -66,7 +66,7 @@ pub struct Tree {
     /// Every namespace seen, with the processes in it.
     pub members: BTreeMap<(&'static str, NsRef), BTreeSet<u32>>,
     /// Command name of each process.
-    pub comms: BTreeMap<u32, String>,
+    pub comms: BTreeMap<u32, crate::event::Comm>,
     /// How many times each `(type, inode)` was reused so far.
     reused: BTreeMap<(&'static str, u32), u32>,
     /// User namespaces named by capability checks, by thread, until that

@@ -95,6 +95,12 @@ impl ToJson for String {
     }
 }
 
+impl ToJson for std::sync::Arc<str> {
+    fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        (**self).write_json(out)
+    }
+}
+
 impl ToJson for std::borrow::Cow<'_, str> {
     fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
         (**self).write_json(out)

@@ -227,11 +227,11 @@ const SIGNALS: &[&str] = &[
 ];
 
 /// The name of a signal number (`SIGTERM`), `SIGRTMIN+N` for real-time ones.
-pub fn signal_name(sig: i32) -> String {
+pub fn signal_name(sig: i32) -> std::borrow::Cow<'static, str> {
     match sig {
-        1..=31 => SIGNALS[(sig - 1) as usize].to_string(),
-        32..=64 => format!("SIGRTMIN+{}", sig - 32),
-        _ => format!("signal {sig}"),
+        1..=31 => SIGNALS[(sig - 1) as usize].into(),
+        32..=64 => format!("SIGRTMIN+{}", sig - 32).into(),
+        _ => format!("signal {sig}").into(),
     }
 }
 

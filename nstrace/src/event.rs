@@ -294,10 +294,11 @@ pub enum ArgValue {
     },
     /// A signed integer.
     Int(i64),
-    /// A symbolic constant (`AT_FDCWD`, `FSCONFIG_CMD_CREATE`, `SIGCHLD`).
-    Name(String),
-    /// Flag names; unknown bits as one hex string.
-    Flags(Vec<String>),
+    /// A symbolic constant (`AT_FDCWD`, `FSCONFIG_CMD_CREATE`, `SIGCHLD`),
+    /// the table's own text where it comes from one.
+    Name(Cow<'static, str>),
+    /// Flag names (the table's own texts); unknown bits as one hex string.
+    Flags(Vec<Cow<'static, str>>),
     /// An address.
     Ptr(u64),
     /// A struct read from the process.

@@ -2,6 +2,8 @@
 //! their names from the kernel's UAPI headers, and one decoder turns any value
 //! into names, with unknown bits kept as hex.
 
+use std::borrow::Cow;
+
 /// One named bit (or a multi-bit value, see [`FlagSet::fields`]).
 pub type Flag = (u64, &'static str);
 
@@ -18,26 +20,26 @@ pub struct FlagSet {
 impl FlagSet {
     /// Names of the bits set in `value`, in table order; bits no entry names
     /// come last as one hex string.
-    pub fn decode(&self, value: u64) -> Vec<String> {
+    pub fn decode(&self, value: u64) -> Vec<Cow<'static, str>> {
         let mut names = Vec::new();
         let mut rest = value;
         for &(mask, values) in self.fields {
             let v = value & mask;
             if let Some((_, name)) = values.iter().find(|(x, _)| *x == v) {
                 if v != 0 || !name.is_empty() {
-                    names.push((*name).to_string());
+                    names.push(Cow::Borrowed(*name));
                 }
                 rest &= !mask;
             }
         }
         for &(bit, name) in self.bits {
             if bit != 0 && rest & bit == bit {
-                names.push(name.to_string());
+                names.push(Cow::Borrowed(name));
                 rest &= !bit;
             }
         }
         if rest != 0 {
-            names.push(format!("{rest:#x}"));
+            names.push(Cow::Owned(format!("{rest:#x}")));
         }
         names
     }

@@ -315,7 +315,7 @@ pub fn target_paths(sc: &crate::event::Syscall) -> Vec<(&'static str, String)> {
         sc.args
             .iter()
             .find_map(|(n, v)| match v {
-                ArgValue::Flags(f) if *n == name => Some(f.iter().map(String::as_str).collect()),
+                ArgValue::Flags(f) if *n == name => Some(f.iter().map(AsRef::as_ref).collect()),
                 _ => None,
             })
             .unwrap_or_default()
@@ -574,7 +574,7 @@ mod tests {
             text: t.into(),
             truncated: false,
         };
-        let f = |v: &[&str]| ArgValue::Flags(v.iter().map(|x| x.to_string()).collect());
+        let f = |v: &[&str]| ArgValue::Flags(v.iter().map(|x| x.to_string().into()).collect());
         let pivot = failed(
             "pivot_root",
             vec![("new_root", s(".")), ("put_old", s("."))],

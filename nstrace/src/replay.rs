@@ -190,10 +190,10 @@ fn generic_arg(v: &Value) -> ArgValue {
     match v {
         Value::Null => ArgValue::Null,
         Value::Number(n) => ArgValue::Int(n.as_i64().unwrap_or(0)),
-        Value::String(s) => ArgValue::Name(s.clone()),
+        Value::String(s) => ArgValue::Name(s.clone().into()),
         Value::Array(a) => ArgValue::Flags(
             a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
+                .filter_map(|x| x.as_str().map(|s| s.to_string().into()))
                 .collect(),
         ),
         Value::Bool(b) => ArgValue::Int(i64::from(*b)),
@@ -233,7 +233,9 @@ fn arg_of(kind: ArgKind, v: &Value, truncated: bool) -> ArgValue {
             text: s.clone(),
             truncated,
         },
-        (ArgKind::Ptr, Value::String(s)) => hex(s).map_or(ArgValue::Name(s.clone()), ArgValue::Ptr),
+        (ArgKind::Ptr, Value::String(s)) => {
+            hex(s).map_or(ArgValue::Name(s.clone().into()), ArgValue::Ptr)
+        }
         _ => generic_arg(v),
     }
 }

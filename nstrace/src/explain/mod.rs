@@ -236,10 +236,10 @@ impl Ctx<'_> {
         use crate::event::ArgValue;
         for (n, v) in &self.call.args {
             match v {
-                ArgValue::Flags(f) if *n == name => return f.iter().map(String::as_str).collect(),
+                ArgValue::Flags(f) if *n == name => return f.iter().map(AsRef::as_ref).collect(),
                 ArgValue::Struct(fields) => {
                     if let Some((_, ArgValue::Flags(f))) = fields.iter().find(|(k, _)| *k == name) {
-                        return f.iter().map(String::as_str).collect();
+                        return f.iter().map(AsRef::as_ref).collect();
                     }
                 }
                 _ => {}

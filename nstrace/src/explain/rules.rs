@@ -1154,7 +1154,7 @@ mod tests {
     }
 
     fn flags(f: &[&str]) -> ArgValue {
-        ArgValue::Flags(f.iter().map(|s| s.to_string()).collect())
+        ArgValue::Flags(f.iter().map(|s| s.to_string().into()).collect())
     }
 
     fn call(

@@ -82,6 +82,31 @@ impl ToJson for str {
     }
 }
 
+/// A name from nstrace's own tables (event types, syscall and errno names):
+/// plain ASCII that needs no escaping, so it is copied without the check,
+/// which is most of the cost of writing a short string. A test checks that
+/// every syscall and errno name is plain.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain(pub &'static str);
+
+impl Plain {
+    /// Whether `s` may be written as a [`Plain`] name.
+    pub fn allowed(s: &str) -> bool {
+        needs_no_escape(s)
+    }
+}
+
+impl ToJson for Plain {
+    fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        debug_assert!(Plain::allowed(self.0), "{:?}", self.0);
+        out.reserve(self.0.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(self.0.as_bytes());
+        out.push(b'"');
+        Ok(())
+    }
+}
+
 impl ToJson for bool {
     fn write_json(&self, out: &mut Vec<u8>) -> io::Result<()> {
         out.extend_from_slice(if *self { b"true" } else { b"false" });

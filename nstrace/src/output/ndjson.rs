@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::json::{key, write_hex, Obj, ToJson};
+use super::json::{key, write_hex, Obj, Plain, ToJson};
 use super::{Sink, StartInfo, Summary};
 use crate::containers::Container;
 use crate::errnos::{capability_name, errno_name, signal_name};
@@ -179,7 +179,7 @@ pub fn write_event(
     let mut m = Obj::new(out);
     m.field(key!("v"), &FORMAT_VERSION)?;
     m.field(key!("seq"), &ev.seq)?;
-    m.field(key!("type"), type_name(&ev.kind))?;
+    m.field(key!("type"), &Plain(type_name(&ev.kind)))?;
     m.field(key!("ts_ns"), &ev.ts_ns)?;
     m.field(key!("pid"), &ev.pid)?;
     m.field(key!("tid"), &ev.tid)?;
@@ -193,7 +193,10 @@ pub fn write_event(
             trailing_container = None;
         }
         EventKind::Syscall(sc) => {
-            m.field(key!("syscall"), &sc.name)?;
+            match &sc.name {
+                std::borrow::Cow::Borrowed(name) => m.field(key!("syscall"), &Plain(name))?,
+                std::borrow::Cow::Owned(name) => m.field(key!("syscall"), name)?,
+            }
             let mut args = Obj::new(m.key(key!("args")));
             for (name, value) in &sc.args {
                 write_arg(args.name_key(name), value)?;
@@ -203,7 +206,7 @@ pub fn write_event(
             let errno = m.key(key!("errno"));
             match sc.errno() {
                 Some(e) => match errno_name(e) {
-                    Some(name) => name.write_json(errno)?,
+                    Some(name) => Plain(name).write_json(errno)?,
                     None => e.to_string().write_json(errno)?,
                 },
                 None => None::<u32>.write_json(errno)?,
@@ -642,6 +645,20 @@ mod tests {
             String::from_utf8(shared).unwrap(),
             String::from_utf8(expected).unwrap()
         );
+    }
+
+    #[test]
+    fn names_written_without_escaping_need_none() {
+        for def in crate::syscalls::SYSCALLS {
+            assert!(Plain::allowed(def.name), "{}", def.name);
+        }
+        for e in 0..4096 {
+            if let Some(name) = errno_name(e) {
+                assert!(Plain::allowed(name), "{name}");
+            }
+        }
+        // The event types are the literals of `type_name`: plain, and
+        // every line of the trace tests is parsed back.
     }
 
     #[test]

@@ -23,19 +23,22 @@ pub struct NdjsonSink<W: Write> {
     repeats: Repeats,
 }
 
-/// The JSON of a value as last written, written again as is while the value
-/// stays the same.
+/// The JSON of the two values last written, written again as is when one of
+/// them comes again: a trace alternates between two processes' namespaces
+/// and credentials (a runtime outside the container and one inside), and
+/// each change would otherwise format the whole object anew.
 #[derive(Debug)]
 struct Memo<T> {
-    value: Option<T>,
-    json: Vec<u8>,
+    slots: [Option<(T, Vec<u8>)>; 2],
+    /// The slot to replace next (the one used less recently).
+    older: usize,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Self {
-            value: None,
-            json: Vec::new(),
+            slots: [None, None],
+            older: 0,
         }
     }
 }
@@ -47,13 +50,25 @@ impl<T: Clone + PartialEq> Memo<T> {
         v: &T,
         write: fn(&mut Vec<u8>, &T) -> io::Result<()>,
     ) -> io::Result<()> {
-        if self.value.as_ref() != Some(v) {
-            self.value = None;
-            self.json.clear();
-            write(&mut self.json, v)?;
-            self.value = Some(v.clone());
+        let hit = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|(value, _)| value == v));
+        let at = match hit {
+            Some(at) => at,
+            None => {
+                let at = self.older;
+                let mut json = self.slots[at].take().map(|(_, j)| j).unwrap_or_default();
+                json.clear();
+                write(&mut json, v)?;
+                self.slots[at] = Some((v.clone(), json));
+                at
+            }
+        };
+        self.older = 1 - at;
+        if let Some((_, json)) = &self.slots[at] {
+            out.extend_from_slice(json);
         }
-        out.extend_from_slice(&self.json);
         Ok(())
     }
 }
@@ -619,6 +634,14 @@ mod tests {
             (9, 5, Some(8), None),
             (9, 5, Some(8), unknown),
             (9, 5, Some(8), locked),
+            // Two values alternating, then a third evicting the older.
+            (8, 0, Some(9), None),
+            (9, 5, Some(8), None),
+            (8, 0, Some(9), None),
+            (7, 5, Some(7), None),
+            (9, 0, Some(9), None),
+            (8, 5, Some(8), None),
+            (7, 0, Some(9), None),
         ] {
             let mut ev = failed_mount();
             if let EventKind::Syscall(sc) = &mut ev.kind {

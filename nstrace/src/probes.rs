@@ -388,7 +388,7 @@ impl Probes {
             self.notes.push(format!(
                 "tracefs was not mounted: mounted it on {} for the syscall events (it stays \
                  mounted)",
-                syscall_events::TRACEFS_MOUNT_POINT
+                syscall_events::TRACEFS_MOUNT_POINT.to_string_lossy()
             ));
         }
         syscall_events::check_layout(&dir)?;

@@ -68,48 +68,62 @@ pub fn events_dir() -> Option<PathBuf> {
 
 /// Where the kernel offers tracefs (an empty directory of sysfs until
 /// something mounts it there; usually the init system at boot).
-pub const TRACEFS_MOUNT_POINT: &str = "/sys/kernel/tracing";
+pub const TRACEFS_MOUNT_POINT: &std::ffi::CStr = c"/sys/kernel/tracing";
+
+/// `TRACEFS_MAGIC`, the `f_type` statfs reports for tracefs.
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
 
 /// The directory of the syscall events, mounting tracefs on
 /// `/sys/kernel/tracing` first if it is mounted nowhere (as libtracefs
 /// does): a machine whose init system does not mount it (a container host
 /// started without systemd) would otherwise leave nstrace on the raw
 /// tracepoints, through which every syscall of the system runs a program.
-/// The mount stays after nstrace exits, as a mount at boot would. Returns
-/// the directory and whether nstrace mounted tracefs, or why there is none.
+/// Never mounted twice: where tracefs is already there but has no syscall
+/// events, the kernel lacks them. The mount stays after nstrace exits, as a
+/// mount at boot would. Returns the directory and whether nstrace mounted
+/// tracefs, or why there is none.
 pub fn find_or_mount_events_dir() -> Result<(PathBuf, bool), String> {
     if let Some(dir) = events_dir() {
         return Ok((dir, false));
     }
-    let none = "no syscalls:* trace events";
-    let mount_point = Path::new(TRACEFS_MOUNT_POINT);
-    if !mount_point.is_dir() {
-        return Err(format!(
-            "{none} ({TRACEFS_MOUNT_POINT} does not exist: a kernel without tracefs)"
-        ));
+    let at = TRACEFS_MOUNT_POINT.to_string_lossy();
+    let without = format!(
+        "no syscalls:* trace events (tracefs is mounted on {at} without them: a kernel without \
+         CONFIG_FTRACE_SYSCALLS)"
+    );
+    match statfs_type(TRACEFS_MOUNT_POINT) {
+        Ok(TRACEFS_MAGIC) => return Err(without),
+        Ok(_) => {}
+        Err(e) => return Err(format!("no syscalls:* trace events ({at}: {e})")),
     }
-    mount_tracefs(mount_point)
-        .map_err(|e| format!("{none} (tracefs is not mounted, and mounting it failed: {e})"))?;
-    match events_dir() {
-        Some(dir) => Ok((dir, true)),
-        None => Err(format!(
-            "{none} (tracefs is mounted on {TRACEFS_MOUNT_POINT}, without syscall events: \
-             a kernel without CONFIG_FTRACE_SYSCALLS)"
-        )),
-    }
+    mount_tracefs().map_err(|e| {
+        format!("no syscalls:* trace events (tracefs is not mounted, and mounting it failed: {e})")
+    })?;
+    events_dir().map(|dir| (dir, true)).ok_or(without)
 }
 
-/// Mounts tracefs on `at` with the options systemd uses for it.
-fn mount_tracefs(at: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let target = std::ffi::CString::new(at.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+/// The file system type (`f_type`) of the file system `path` is on.
+fn statfs_type(path: &std::ffi::CStr) -> io::Result<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs filled it.
+    let st = unsafe { st.assume_init() };
+    // Its type (`__fsword_t`) is not i64 on every architecture.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64)
+}
+
+/// Mounts tracefs on [`TRACEFS_MOUNT_POINT`] with the options systemd uses.
+fn mount_tracefs() -> io::Result<()> {
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME;
     // SAFETY: NUL-terminated strings that outlive the call; no data.
     let ret = unsafe {
         libc::mount(
             c"tracefs".as_ptr(),
-            target.as_ptr(),
+            TRACEFS_MOUNT_POINT.as_ptr(),
             c"tracefs".as_ptr(),
             flags,
             std::ptr::null(),
@@ -316,6 +330,13 @@ fn open_tracepoint(id: u64) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_system_types_are_told_apart() {
+        const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+        assert_eq!(statfs_type(c"/proc").unwrap(), PROC_SUPER_MAGIC);
+        assert!(statfs_type(c"/nonexistent/nstrace").is_err());
+    }
 
     const ENTER: &str = "name: sys_enter_mount
 ID: 940

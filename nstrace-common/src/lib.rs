@@ -278,6 +278,61 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 const _: () = assert!(core::mem::size_of::<MountProbe>().is_multiple_of(8));
 
+/// One mount of a [`MountWalk`]: its id and `vfsmount.mnt_flags`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkedMount {
+    /// `struct mount.mnt_id` (the id in mountinfo).
+    pub mnt_id: u32,
+    /// `vfsmount.mnt_flags` (MNT_LOCKED and the MNT_LOCK_* bits among them).
+    pub flags: u32,
+}
+
+/// Most mounts one [`MountWalk`] lists.
+pub const WALK_MOUNTS: u32 = 1024;
+
+/// Set in the fd of a probe request (see [`Config::probe_nr`]): walk the
+/// whole mount namespace of the nsfs fd below it into `MOUNT_WALK`, rather
+/// than read one mount into `MOUNT_PROBE`. The fd number with this bit is
+/// far above any real descriptor, so the kernel fails the call with EBADF.
+pub const WALK_REQUEST: u64 = 1 << 30;
+
+/// Every mount of a mount namespace, by id, as the kernel holds them: the
+/// probe program walks the tree from the namespace's root mount
+/// (`mnt_mounts`/`mnt_child`, depth first, as the kernel's own `next_mnt`)
+/// into the single element of the `MOUNT_WALK` array, which nstrace maps
+/// into its memory. One request, and no descriptor on any of the mounts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MountWalk {
+    /// 1: written by the probe program (nstrace zeroes it before each request).
+    pub answered: u32,
+    /// The namespace walked (inode number).
+    pub mnt_ns: u32,
+    /// Mounts listed in `mounts`.
+    pub count: u32,
+    /// 1: the walk reached its root again (every mount is listed); 0: it
+    /// stopped early (more than [`WALK_MOUNTS`] mounts, or a pointer that
+    /// could not be read while the tree changed).
+    pub complete: u32,
+    /// The mounts, in the kernel's depth-first order.
+    pub mounts: [WalkedMount; WALK_MOUNTS as usize],
+}
+
+impl Default for MountWalk {
+    fn default() -> Self {
+        Self {
+            answered: 0,
+            mnt_ns: 0,
+            count: 0,
+            complete: 0,
+            mounts: [WalkedMount::default(); WALK_MOUNTS as usize],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<MountWalk>().is_multiple_of(8));
+
 /// `mnt_flags` bit marking a shared mount on kernels before 6.15, where
 /// `struct mount` has no `mnt_t_flags`.
 pub const MNT_SHARED: u32 = 0x1000;
@@ -607,6 +662,12 @@ pub struct Offsets {
     pub mount_t_flags: u32,
     /// `mnt_namespace.root`.
     pub mntns_root: u32,
+    /// Offset of `ns` (the `ns_common`) in `mnt_namespace`.
+    pub mntns_ns: u32,
+    /// `struct mount.mnt_mounts` (the list head of its children).
+    pub mount_mounts: u32,
+    /// `struct mount.mnt_child` (its link in the parent's `mnt_mounts`).
+    pub mount_child: u32,
     /// `dentry.d_flags`.
     pub dentry_flags: u32,
     /// `file.f_path.dentry`.
@@ -695,6 +756,9 @@ impl Offsets {
         mount_ns: NO_OFFSET,
         mount_t_flags: NO_OFFSET,
         mntns_root: NO_OFFSET,
+        mntns_ns: NO_OFFSET,
+        mount_mounts: NO_OFFSET,
+        mount_child: NO_OFFSET,
         dentry_flags: NO_OFFSET,
         file_path_dentry: NO_OFFSET,
         ns_common_ops: NO_OFFSET,
@@ -721,8 +785,9 @@ pub struct Config {
     pub self_pid: u32,
     /// A syscall that, made by nstrace itself with an fd as first argument,
     /// asks the programs to read that fd's mount into its slot of
-    /// MOUNT_PROBE (0: none).
-    /// A rare call that fails harmlessly on an O_PATH fd (syncfs).
+    /// MOUNT_PROBE, or with [`WALK_REQUEST`] set in the fd, to list every
+    /// mount of that nsfs fd's mount namespace into MOUNT_WALK (0: none).
+    /// A rare call that fails harmlessly on an O_PATH fd or a bad fd (syncfs).
     pub probe_nr: u32,
     /// 1: a container runtime ([`role::RUNTIME`]) that starts anywhere
     /// while a tracked container-engine client ([`role::CLIENT`]) runs
@@ -777,6 +842,8 @@ pub mod names {
     pub const LOST: &str = "LOST";
     /// Mount probe results by fd.
     pub const MOUNT_PROBE: &str = "MOUNT_PROBE";
+    /// The last walk of a mount namespace (one [`crate::MountWalk`]).
+    pub const MOUNT_WALK: &str = "MOUNT_WALK";
     /// The [`crate::ArgSpec`] table.
     pub const ARG_SPECS: &str = "ARG_SPECS";
     /// The map holding the [`crate::Config`].
@@ -805,6 +872,10 @@ pub mod names {
     pub const PROG_KLOG: &str = "console";
     /// `sched_process_exit` raw tracepoint program.
     pub const PROG_EXIT: &str = "sched_process_exit";
+    /// Walk of a mount namespace's tree, on `syscalls:sys_enter_syncfs`.
+    pub const PROG_MOUNT_WALK: &str = "mount_walk";
+    /// Program array holding [`PROG_MOUNT_WALK`], for its tail calls.
+    pub const WALK_PROGS: &str = "WALK_PROGS";
 }
 
 #[cfg(feature = "user")]
@@ -815,6 +886,8 @@ mod pod {
     unsafe impl aya::Pod for super::ArgSpec {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MountProbe {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MountWalk {}
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str,
     },
     macros::{fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
-    maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         FExitContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
     },
@@ -25,10 +25,10 @@ use aya_ebpf::{
 };
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
-    IdMap, KlogRecord, MountProbe, NsIds, RecordKind, RootState, SyscallRecord, TaskState,
-    UserNsInfo, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN, MAX_SYSCALL_NR, MNT_SHARED,
-    MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY,
-    SYSCALL_NS_UNCHANGED, T_SHARED,
+    IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, SyscallRecord,
+    TaskState, UserNsInfo, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
+    MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN,
+    STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS, WALK_REQUEST,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -69,6 +69,11 @@ static LOST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static MOUNT_PROBE: Array<MountProbe> = Array::with_max_entries(MOUNT_PROBE_SLOTS, BPF_F_MMAPABLE);
 
+/// Every mount of the namespace nstrace last asked about; nstrace maps it
+/// into its memory like MOUNT_PROBE.
+#[map]
+static MOUNT_WALK: Array<MountWalk> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// How to capture each syscall's arguments, indexed by syscall number.
 #[map]
 static ARG_SPECS: Array<ArgSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
@@ -102,6 +107,23 @@ fn kread0<T: Copy>(base: u64, off: u32) -> T {
     let mut v = core::mem::MaybeUninit::<T>::zeroed();
     // SAFETY: the helper checks the source address and zeroes the
     // destination when the read fails (a read of address 0 always does).
+    unsafe {
+        bpf_probe_read_kernel(
+            v.as_mut_ptr().cast(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const _,
+        );
+        v.assume_init()
+    }
+}
+
+/// Reads a `T` at `addr` in kernel memory; zero if the read faults (as it
+/// does near address 0). Without any branch: in a loop, where the verifier
+/// follows each step apart, every branch multiplies the states it keeps.
+#[inline(always)]
+fn kread_at<T: Copy>(addr: u64) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: as in `kread0`.
     unsafe {
         bpf_probe_read_kernel(
             v.as_mut_ptr().cast(),
@@ -521,6 +543,237 @@ fn probe_mount(cfg: &Config, fd: u64) {
     }
 }
 
+/// Where a walk of a mount tree is (see [`mount_walk`]), between the tail
+/// calls that carry it on.
+#[derive(Clone, Copy)]
+pub struct WalkCursor {
+    /// The `struct mount` the walk is at.
+    at: u64,
+    /// The namespace's root mount, where the walk ends.
+    root: u64,
+    /// 1: `at`'s subtree is done (leave it); 0: enter its first child.
+    leaving: u64,
+    /// 1 while a walk is under way.
+    active: u64,
+}
+
+/// The walk's position, per CPU: a walk runs on one CPU, from the request
+/// through its tail calls.
+#[map]
+static WALK_CURSOR: PerCpuArray<WalkCursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: [`mount_walk`] itself, which carries a walk on by tail calls.
+#[map]
+static WALK_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Steps of the walk per run of [`mount_walk`]. The verifier follows each
+/// step of a bounded loop apart, and refuses a program whose unexplored
+/// branches pile up past 8192: many steps in one program do not load, so
+/// the program goes this many steps and tail-calls itself for the next.
+/// The kernel allows 32 or 33 tail calls in a row, 2112 steps at least.
+const WALK_STEPS_PER_RUN: u32 = 64;
+
+/// nstrace's request to list every mount of the mount namespace of its nsfs
+/// fd (`syncfs(fd | WALK_REQUEST)`) into MOUNT_WALK: depth first from the
+/// namespace's root mount, as the kernel's `next_mnt` goes. Attached only to
+/// `syscalls:sys_enter_syncfs`, so other syscalls never run it.
+///
+/// The tree is read without the kernel's locks, as any tracer reads; the
+/// whole walk runs inside the syscall's entry, in one RCU read-side section,
+/// so a mount freed meanwhile is still readable memory. A pointer that
+/// reads as 0 stops the walk, which is then not `complete`: nstrace asks
+/// about the rest mount by mount.
+#[tracepoint]
+pub fn mount_walk(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    if current_ids().0 != cfg.self_pid {
+        return 0;
+    }
+    let (Some(cur), Some(out)) = (WALK_CURSOR.get_ptr_mut(0), MOUNT_WALK.get_ptr_mut(0)) else {
+        return 0;
+    };
+    // SAFETY: `cur` is this CPU's element of WALK_CURSOR.
+    if unsafe { (*cur).active } == 0 {
+        let fd = tp_u64(&ctx, TP_ARGS);
+        if fd & WALK_REQUEST == 0 {
+            return 0;
+        }
+        if !walk_start(cfg, fd & !WALK_REQUEST, cur, out) {
+            walk_end(cur, out, 0);
+            return 0;
+        }
+    }
+    match walk_steps(cfg, cur, out) {
+        Some(complete) => walk_end(cur, out, complete),
+        None => {
+            // SAFETY: a tail call into this same program, which carries on
+            // from the cursor; it returns only if it could not be made (the
+            // limit of tail calls in a row), and the walk then ends there.
+            unsafe { WALK_PROGS.tail_call(&ctx, 0) };
+            walk_end(cur, out, 0);
+        }
+    }
+    0
+}
+
+/// Starts a walk of the mount namespace of nsfs fd `fd`: the namespace's id
+/// and root mount, listed first. False if `fd` is no mount namespace's file.
+#[inline(always)]
+fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) -> bool {
+    let o = &cfg.offsets;
+    // The steps read these without checking them (see `kread_at`).
+    if [
+        o.mntns_ns,
+        o.mntns_root,
+        o.mount_mounts,
+        o.mount_child,
+        o.mount_parent,
+        o.mount_id,
+        o.mount_mnt,
+        o.vfsmount_flags,
+    ]
+    .contains(&NO_OFFSET)
+    {
+        return false;
+    }
+    let inode: u64 = kread0(fd_file(cfg, fd), o.file_inode);
+    let sb: u64 = kread0(inode, o.inode_sb);
+    let ns_common: u64 = kread0(inode, o.inode_private);
+    if kread0::<u32>(sb, o.sb_magic) != NSFS_MAGIC || ns_common == 0 {
+        return false;
+    }
+    let mnt_ns = ns_common - o.mntns_ns as u64;
+    let root: u64 = kread0(mnt_ns, o.mntns_root);
+    // SAFETY: `out` is MOUNT_WALK's element, `cur` this CPU's cursor;
+    // nstrace reads `out` only after the syscall that runs this returned.
+    unsafe {
+        addr_of_mut!((*out).mnt_ns).write(kread0(mnt_ns, o.ns_inum[ns::MNT]));
+        addr_of_mut!((*out).count).write(0);
+        cur.write(WalkCursor {
+            at: root,
+            root,
+            leaving: 0,
+            active: 1,
+        });
+    }
+    root != 0 && list_mount(cfg, out, root)
+}
+
+/// Ends the walk: answered, and whether it listed every mount.
+#[inline(always)]
+fn walk_end(cur: *mut WalkCursor, out: *mut MountWalk, complete: u32) {
+    // SAFETY: as in `walk_start`.
+    unsafe {
+        addr_of_mut!((*cur).active).write(0);
+        addr_of_mut!((*out).complete).write(complete);
+        addr_of_mut!((*out).answered).write(1);
+    }
+}
+
+/// Up to [`WALK_STEPS_PER_RUN`] steps from the cursor. `Some(1)`: back at
+/// the root, every mount listed; `Some(0)`: stopped (the list is full, or a
+/// pointer read as 0); `None`: more to go, the cursor saved.
+#[inline(always)]
+fn walk_steps(cfg: &Config, cur: *mut WalkCursor, out: *mut MountWalk) -> Option<u32> {
+    let o = &cfg.offsets;
+    // Checked by `walk_start`: none is NO_OFFSET.
+    let (mounts_off, child_off, parent_off) = (
+        u64::from(o.mount_mounts),
+        u64::from(o.mount_child),
+        u64::from(o.mount_parent),
+    );
+    // SAFETY: `cur` is this CPU's cursor.
+    let root = unsafe { (*cur).root };
+    let mut step = 0;
+    while step < WALK_STEPS_PER_RUN {
+        step += 1;
+        // The position is read from the cursor and written back at each
+        // step, as the list's count is: the verifier then reaches the
+        // loop's head in one state per step, whichever way the step went,
+        // instead of one per combination of values it learned on the way.
+        // SAFETY: as above.
+        let (mut p, leaving) = unsafe {
+            (
+                core::ptr::read_volatile(addr_of_mut!((*cur).at)),
+                core::ptr::read_volatile(addr_of_mut!((*cur).leaving)),
+            )
+        };
+        if leaving == 0 {
+            // mnt_mounts.next: the first child, or the list head itself.
+            let first: u64 = kread_at(p + mounts_off);
+            if first == 0 {
+                return Some(0);
+            }
+            if first != p + mounts_off {
+                p = first - child_off;
+                if !list_mount(cfg, out, p) {
+                    return Some(0);
+                }
+                walk_to(cur, p, 0);
+                continue;
+            }
+        }
+        if p == root {
+            return Some(1);
+        }
+        let parent: u64 = kread_at(p + parent_off);
+        // mnt_child.next: the next sibling, or the parent's list head.
+        let next: u64 = kread_at(p + child_off);
+        if parent == 0 || next == 0 {
+            return Some(0);
+        }
+        if next == parent + mounts_off {
+            walk_to(cur, parent, 1);
+        } else {
+            p = next - child_off;
+            if !list_mount(cfg, out, p) {
+                return Some(0);
+            }
+            walk_to(cur, p, 0);
+        }
+    }
+    None
+}
+
+/// Moves the cursor to mount `at`, to enter it (`leaving` 0) or leave it (1).
+#[inline(always)]
+fn walk_to(cur: *mut WalkCursor, at: u64, leaving: u64) {
+    // SAFETY: `cur` is this CPU's cursor.
+    unsafe {
+        core::ptr::write_volatile(addr_of_mut!((*cur).at), at);
+        core::ptr::write_volatile(addr_of_mut!((*cur).leaving), leaving);
+    }
+}
+
+/// Appends `struct mount` `m` to the walk's list; false if the list is full.
+#[inline(always)]
+fn list_mount(cfg: &Config, out: *mut MountWalk, m: u64) -> bool {
+    let o = &cfg.offsets;
+    // The count is read back from map memory, not carried in a register:
+    // the verifier then sees one unknown value at each step rather than a
+    // state per count it could have.
+    // SAFETY: `out` is MOUNT_WALK's element.
+    let n = unsafe { core::ptr::read_volatile(addr_of_mut!((*out).count)) };
+    if n >= WALK_MOUNTS {
+        return false;
+    }
+    let entry = WalkedMount {
+        mnt_id: kread_at(m + u64::from(o.mount_id)),
+        flags: kread_at(m + u64::from(o.mount_mnt) + u64::from(o.vfsmount_flags)),
+    };
+    // SAFETY: `n` is below the array's length.
+    unsafe {
+        addr_of_mut!((*out).mounts)
+            .cast::<WalkedMount>()
+            .add(n as usize)
+            .write(entry);
+        addr_of_mut!((*out).count).write(n + 1);
+    }
+    true
+}
+
 const CLONE_NEWPID: u32 = 0x2000_0000;
 const CLONE_NEWUSER: u32 = 0x1000_0000;
 
@@ -628,7 +881,11 @@ fn on_enter(cfg: &Config, nr: u64, args: impl FnOnce() -> [u64; 6]) {
     if cfg.probe_nr != 0 && nr == cfg.probe_nr as u64 {
         let (pid, _) = current_ids();
         if pid == cfg.self_pid {
-            probe_mount(cfg, args()[0]);
+            let fd = args()[0];
+            // A walk is mount_walk's, attached to syncfs apart.
+            if fd & WALK_REQUEST == 0 {
+                probe_mount(cfg, fd);
+            }
         }
         return;
     }

@@ -413,6 +413,9 @@ impl KernelBtf {
         o.mount_mountpoint = get("mount", "mnt_mountpoint");
         o.mount_ns = get("mount", "mnt_ns");
         o.mntns_root = get("mnt_namespace", "root");
+        o.mntns_ns = get("mnt_namespace", "ns");
+        o.mount_mounts = get("mount", "mnt_mounts");
+        o.mount_child = get("mount", "mnt_child");
         o.dentry_flags = get("dentry", "d_flags");
         o.file_path_dentry = get("file", "f_path.dentry");
         // Propagation moved from mnt_flags (MNT_SHARED) to mnt_t_flags in 6.15.

@@ -387,13 +387,17 @@ pub fn mnt_ns_of(pid: u32) -> Option<u32> {
 /// The mount table of a process's namespace, opened for reading while the
 /// process lives. The open `mountinfo` holds the namespace, so its mounts
 /// stay attached after the process exits (a short-lived command often
-/// does, while nstrace reads); `root`, opened right after, resolves mount
-/// points in it for the kernel's view of each.
+/// does, while nstrace reads); `ns`, the namespace's nsfs file opened right
+/// after, is what the kernel's view of every mount is read through
+/// ([`crate::probes::MountProber::walk`]).
 #[derive(Debug)]
 pub struct LiveTable {
     mountinfo: std::fs::File,
-    /// The process's root, if it could be opened.
-    pub root: Option<std::fs::File>,
+    /// The namespace (`/proc/PID/ns/mnt`), if it could be opened. It holds
+    /// the namespace and none of its mounts.
+    pub ns: Option<std::fs::File>,
+    /// The process.
+    pid: u32,
 }
 
 impl LiveTable {
@@ -408,13 +412,34 @@ impl LiveTable {
         let mountinfo = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
         Some(Self {
             mountinfo,
-            root: root_of(pid),
+            ns: std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok(),
+            pid,
         })
     }
 
     /// The mounts, as the kernel lists them.
     pub fn mounts(&mut self) -> Option<Vec<Mount>> {
         crate::procfs::with_file_text(&mut self.mountinfo, parse_mountinfo).ok()
+    }
+
+    /// The process's root directory, for [`open_under`], if it still lives.
+    /// Opened only when needed: it holds the root mount.
+    pub fn root(&self) -> Option<std::fs::File> {
+        root_of(self.pid)
+    }
+}
+
+/// Gives each mount of `mounts` the kernel's flags of the walked mount with
+/// its id (sorting `walked` by id); a mount the walk did not list stays
+/// without.
+pub fn add_kernel_flags(mounts: &mut [Mount], walked: &mut [nstrace_common::WalkedMount]) {
+    walked.sort_unstable_by_key(|w| w.mnt_id);
+    for m in mounts {
+        if let Ok(i) = walked.binary_search_by_key(&m.id, |w| w.mnt_id) {
+            m.kernel = Some(KernelMount {
+                flags: walked[i].flags,
+            });
+        }
     }
 }
 
@@ -672,6 +697,37 @@ mod tests {
             .collect();
         assert_eq!(masks, ["/proc/acpi", "/proc/keys", "/proc/sys"]);
         assert!(masking_mounts(&m, "sysfs").is_empty());
+    }
+
+    #[test]
+    fn walked_flags_go_to_the_mounts_with_their_ids() {
+        use nstrace_common::WalkedMount;
+        let mut mounts = parse_mountinfo(DOCKER_LIKE);
+        // In the kernel's depth-first order, with one mount the table does
+        // not have (made after it was read) and without 606 (gone since).
+        let mut walked = [600, 605, 601, 604, 603, 602, 700, 599]
+            .map(|id| WalkedMount {
+                mnt_id: id,
+                flags: id * 2,
+            })
+            .to_vec();
+        add_kernel_flags(&mut mounts, &mut walked);
+        let got: Vec<(u32, Option<u32>)> = mounts
+            .iter()
+            .map(|m| (m.id, m.kernel.map(|k| k.flags)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (600, Some(1200)),
+                (601, Some(1202)),
+                (602, Some(1204)),
+                (603, Some(1206)),
+                (604, Some(1208)),
+                (605, Some(1210)),
+                (606, None),
+            ]
+        );
     }
 
     #[test]

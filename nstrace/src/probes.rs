@@ -1,14 +1,17 @@
 //! Loading the BPF programs and attaching them to the kernel's hooks.
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId, FExit,
         KProbe, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use nstrace_common::{names, ArgSpec, Config, MountProbe, Offsets, MAX_SYSCALL_NR};
+use nstrace_common::{
+    names, ArgSpec, Config, MountProbe, MountWalk, Offsets, WalkedMount, MAX_SYSCALL_NR,
+    WALK_MOUNTS, WALK_REQUEST,
+};
 use std::os::fd::AsFd;
 
 use thiserror::Error;
@@ -414,7 +417,37 @@ impl Probes {
         }
         self.syscall_events
             .attach(&dir, "sys_enter_syncfs", enter)?;
+        if let Err(e) = self.attach_mount_walk(&dir) {
+            self.notes.push(format!(
+                "the mount-tree walk did not load ({e}): the kernel's flags of a new \
+                 namespace's mounts are read mount by mount"
+            ));
+        }
         Ok(absent)
+    }
+
+    /// Loads the mount-tree walk ([`MountProber::walk`]), makes it the
+    /// target of its own tail calls, and attaches it to syncfs's entry
+    /// event, where only nstrace's requests run it past its first test.
+    /// On the raw syscall tracepoints it is not attached (every syscall
+    /// would run it): the mounts are then read one by one.
+    fn attach_mount_walk(&mut self, dir: &std::path::Path) -> Result<(), String> {
+        let p: &mut TracePoint =
+            program(&mut self.ebpf, names::PROG_MOUNT_WALK).map_err(|e| e.to_string())?;
+        load_once(p).map_err(|e| first_line(&e))?;
+        let fd = p
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(Into::into))
+            .map_err(|e| first_line(&e))?;
+        let map = self
+            .ebpf
+            .map_mut(names::WALK_PROGS)
+            .ok_or("the BPF object has no WALK_PROGS")?;
+        ProgramArray::try_from(map)
+            .and_then(|mut progs| progs.set(0, &fd, 0))
+            .map_err(|e| first_line(&e))?;
+        self.syscall_events
+            .attach(dir, "sys_enter_syncfs", fd.as_fd())
     }
 
     /// Loads and attaches raw tracepoint program `prog` to `tp`; the first
@@ -562,17 +595,19 @@ impl Probes {
 
     /// Takes the mount prober (once).
     pub fn take_mount_prober(&mut self) -> Result<MountProber, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map(names::MOUNT_PROBE)
-            .ok_or(ProbeError::Missing("MOUNT_PROBE map"))?;
-        let aya::maps::Map::Array(data) = map else {
-            return Err(ProbeError::Missing("MOUNT_PROBE array"));
-        };
-        MountProber::new(data).map_err(|source| ProbeError::MapMemory {
-            name: names::MOUNT_PROBE,
-            source,
+        Ok(MountProber {
+            slots: self.take_mapped(names::MOUNT_PROBE, nstrace_common::MOUNT_PROBE_SLOTS)?,
+            walk: self.take_mapped(names::MOUNT_WALK, 1)?,
         })
+    }
+
+    /// Takes the mappable array `name` of `len` elements and maps it.
+    fn take_mapped<T>(&mut self, name: &'static str, len: u32) -> Result<Mapped<T>, ProbeError> {
+        let map = self.ebpf.take_map(name).ok_or(ProbeError::Missing(name))?;
+        let aya::maps::Map::Array(data) = map else {
+            return Err(ProbeError::Missing(name));
+        };
+        Mapped::new(data, len as usize).map_err(|source| ProbeError::MapMemory { name, source })
     }
 
     fn tracked(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, ProbeError> {
@@ -688,30 +723,26 @@ impl Probes {
     }
 }
 
-/// Reads the kernel's own flags of mounts nstrace holds an fd to.
-///
-/// The answers land in a BPF array nstrace maps into its memory, one slot
-/// per fd number: a probe costs the request syscall and nothing else.
-pub struct MountProber {
+/// A BPF array the kernel lets userspace map (`BPF_F_MMAPABLE`), mapped.
+struct Mapped<T> {
     /// Keeps the map (and so the mapping's backing) alive.
     _map: MapData,
-    /// The mapped slots.
-    slots: std::ptr::NonNull<MountProbe>,
-    /// Bytes mapped.
+    /// The first element.
+    ptr: std::ptr::NonNull<T>,
+    /// Elements mapped.
     len: usize,
 }
 
-impl MountProber {
-    /// Maps the array's slots into memory.
-    fn new(map: MapData) -> std::io::Result<Self> {
-        let slots = nstrace_common::MOUNT_PROBE_SLOTS as usize;
-        let len = slots * std::mem::size_of::<MountProbe>();
+impl<T> Mapped<T> {
+    /// Maps the array's `len` elements into memory.
+    fn new(map: MapData, len: usize) -> std::io::Result<Self> {
+        let bytes = len * std::mem::size_of::<T>();
         // SAFETY: maps the array's own memory (the map was created mappable),
         // shared with the kernel; nothing else aliases it in this process.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
@@ -721,15 +752,59 @@ impl MountProber {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let slots = std::ptr::NonNull::new(ptr.cast::<MountProbe>())
+        let ptr = std::ptr::NonNull::new(ptr.cast::<T>())
             .ok_or_else(|| std::io::Error::other("mmap returned null"))?;
         Ok(Self {
             _map: map,
-            slots,
+            ptr,
             len,
         })
     }
 
+    /// Element `i`, if mapped.
+    fn element(&mut self, i: usize) -> Option<*mut T> {
+        // SAFETY: `i` is below the number of elements mapped.
+        (i < self.len).then(|| unsafe { self.ptr.as_ptr().add(i) })
+    }
+}
+
+impl<T> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        unsafe {
+            libc::munmap(
+                self.ptr.as_ptr().cast(),
+                self.len * std::mem::size_of::<T>(),
+            )
+        };
+    }
+}
+
+/// Reads the kernel's own state of mounts: one mount nstrace holds an fd
+/// to, or every mount of a mount namespace nstrace holds an nsfs fd to.
+///
+/// The answers land in BPF arrays nstrace maps into its memory: a request
+/// costs one syscall (`syncfs`, which the sys_enter program answers for
+/// nstrace's pid) and nothing else.
+pub struct MountProber {
+    /// One slot per fd number.
+    slots: Mapped<MountProbe>,
+    /// The last walk.
+    walk: Mapped<MountWalk>,
+}
+
+/// What a walk of a mount namespace found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedNamespace {
+    /// The namespace walked (inode number).
+    pub mnt_ns: u32,
+    /// Its mounts, in the kernel's depth-first order.
+    pub mounts: Vec<WalkedMount>,
+    /// Whether every mount is listed (the walk came back to the root).
+    pub complete: bool,
+}
+
+impl MountProber {
     /// The mount of `fd` (which must be nstrace's own, ideally O_PATH) as the
     /// kernel sees it: `syncfs(fd)` is the request the sys_enter program
     /// answers for nstrace's pid (on an O_PATH fd it fails with EBADF and
@@ -743,14 +818,9 @@ impl MountProber {
     pub fn probe(&mut self, fd: std::os::fd::OwnedFd) -> Option<MountProbe> {
         use std::os::fd::AsRawFd;
         let raw = usize::try_from(fd.as_raw_fd()).ok()?;
-        if raw >= nstrace_common::MOUNT_PROBE_SLOTS as usize {
-            return None;
-        }
-        // SAFETY: `raw` is below the number of slots mapped; the kernel
-        // writes the slot only during the syncfs below, made by this thread
-        // (`&mut self`), so the accesses do not overlap.
-        let slot = unsafe { self.slots.as_ptr().add(raw) };
-        // SAFETY: as above.
+        let slot = self.slots.element(raw)?;
+        // SAFETY: the kernel writes the slot only during the syncfs below,
+        // made by this thread (`&mut self`), so the accesses do not overlap.
         unsafe { std::ptr::write_volatile(slot, MountProbe::default()) };
         // SAFETY: syncfs on a descriptor we own; its result is irrelevant.
         let _ = unsafe { libc::syncfs(fd.as_raw_fd()) };
@@ -760,12 +830,43 @@ impl MountProber {
         let got = unsafe { std::ptr::read_volatile(slot) };
         (got.answered != 0).then_some(got)
     }
-}
 
-impl Drop for MountProber {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, not used after this.
-        unsafe { libc::munmap(self.slots.as_ptr().cast(), self.len) };
+    /// Every mount of the mount namespace of `ns` (an nsfs fd, as opened
+    /// from `/proc/PID/ns/mnt`), with the kernel's flags: one `syncfs` with
+    /// [`WALK_REQUEST`] set in the fd number, which no descriptor has, so
+    /// the kernel fails the call with EBADF after the program answered.
+    /// The nsfs fd holds the namespace, not any of its mounts: unlike
+    /// [`MountProber::probe`], this cannot make the traced program's umount
+    /// fail with EBUSY. `None` if the program did not answer (offsets this
+    /// kernel lacks, an fd that is not nsfs).
+    pub fn walk(&mut self, ns: std::os::fd::BorrowedFd<'_>) -> Option<WalkedNamespace> {
+        use std::os::fd::AsRawFd;
+        let raw = u64::try_from(ns.as_raw_fd()).ok()?;
+        let request = libc::c_int::try_from(raw | WALK_REQUEST).ok()?;
+        let out = self.walk.element(0)?;
+        // SAFETY: the kernel writes the element only during the syncfs
+        // below, made by this thread (`&mut self`); `answered` is zeroed
+        // first so that an earlier answer is never taken for this one.
+        unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*out).answered), 0) };
+        // SAFETY: syncfs on a number that is no descriptor; it only fails.
+        let _ = unsafe { libc::syncfs(request) };
+        // SAFETY: as above; the program's writes happened before syncfs
+        // returned, and `count` is bounded before it is used.
+        unsafe {
+            if std::ptr::read_volatile(std::ptr::addr_of!((*out).answered)) == 0 {
+                return None;
+            }
+            let count = std::ptr::read_volatile(std::ptr::addr_of!((*out).count));
+            let count = (count as usize).min(WALK_MOUNTS as usize);
+            let first = std::ptr::addr_of!((*out).mounts).cast::<WalkedMount>();
+            Some(WalkedNamespace {
+                mnt_ns: std::ptr::read_volatile(std::ptr::addr_of!((*out).mnt_ns)),
+                mounts: (0..count)
+                    .map(|i| std::ptr::read_volatile(first.add(i)))
+                    .collect(),
+                complete: std::ptr::read_volatile(std::ptr::addr_of!((*out).complete)) != 0,
+            })
+        }
     }
 }
 
@@ -821,15 +922,19 @@ fn load_once<P: Loadable>(p: &mut P) -> Result<(), aya::programs::ProgramError> 
 /// `syscall_events`: the per-syscall event programs, else the raw ones.
 fn preload(ebpf: &mut Ebpf, syscall_events: bool) {
     use aya::programs::Program;
-    let syscalls = if syscall_events {
-        [names::PROG_SYSCALL_ENTER, names::PROG_SYSCALL_EXIT]
+    let syscalls: &[&str] = if syscall_events {
+        &[
+            names::PROG_SYSCALL_ENTER,
+            names::PROG_SYSCALL_EXIT,
+            names::PROG_MOUNT_WALK,
+        ]
     } else {
-        [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT]
+        &[names::PROG_SYS_ENTER, names::PROG_SYS_EXIT]
     };
     let wanted: Vec<&str> = HOOKS
         .iter()
         .map(|(p, _)| *p)
-        .chain(syscalls)
+        .chain(syscalls.iter().copied())
         .chain([names::PROG_CAP, names::PROG_KLOG])
         .collect();
     std::thread::scope(|scope| {

@@ -406,9 +406,7 @@ impl Pipeline {
             let new_ns =
                 crate::mounts::LiveTable::open(req.pid, req.mnt_ns).and_then(|mut live| {
                     let mut mounts = live.mounts()?;
-                    if let Some(root) = &live.root {
-                        self.kernel_view(root, &mut mounts);
-                    }
+                    self.kernel_view(&live, req.mnt_ns, &mut mounts);
                     Some((mounts, false))
                 });
             // Every process of the new namespace may be gone already (a
@@ -508,15 +506,39 @@ impl Pipeline {
             .find_map(crate::mounts::read_mountinfo)
     }
 
-    /// Adds the kernel's own flags to the mounts (the top mount at each
-    /// mount point, resolved under `root`; others stay without). Bounded:
-    /// a namespace with very many mounts gets the first 256 checked.
-    fn kernel_view(&mut self, root: &std::fs::File, mounts: &mut [crate::mounts::Mount]) {
+    /// Adds the kernel's own flags to the mounts of namespace `mnt_ns`:
+    /// every mount, by id, from one walk of the namespace's tree. Where the
+    /// walk is unavailable or stopped early (more mounts than it lists),
+    /// the rest are asked one by one: the top mount at each mount point,
+    /// resolved under the process's root, the first 256 of them.
+    fn kernel_view(
+        &mut self,
+        live: &crate::mounts::LiveTable,
+        mnt_ns: u32,
+        mounts: &mut [crate::mounts::Mount],
+    ) {
+        use std::os::fd::AsFd;
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
-        for m in mounts.iter_mut().take(256) {
-            let Some(fd) = crate::mounts::open_under(root, &m.mountpoint) else {
+        let walked = live
+            .ns
+            .as_ref()
+            .and_then(|ns| prober.walk(ns.as_fd()))
+            .filter(|w| w.mnt_ns == mnt_ns);
+        if let Some(mut w) = walked {
+            crate::mounts::add_kernel_flags(mounts, &mut w.mounts);
+            if w.complete {
+                // A mount the walk did not find was unmounted since the
+                // table was read.
+                return;
+            }
+        }
+        let Some(root) = live.root() else {
+            return;
+        };
+        for m in mounts.iter_mut().filter(|m| m.kernel.is_none()).take(256) {
+            let Some(fd) = crate::mounts::open_under(&root, &m.mountpoint) else {
                 continue;
             };
             if let Some(p) = prober.probe(fd) {

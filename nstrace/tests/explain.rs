@@ -123,6 +123,53 @@ fn check_locks_against_the_kernel(table: &Value) {
     }
 }
 
+/// The kernel's flags of a new namespace's mounts come from one walk of its
+/// mount tree in BPF, every mount by id: more mounts than one run of the
+/// walk program takes (it carries on by tail calls), and mounts hidden
+/// under others, which no path opens, are all checked against their
+/// options.
+#[test]
+fn every_mount_of_a_copied_namespace_is_checked_with_the_kernel() {
+    if !root_or_skip() {
+        return;
+    }
+    let t = trace_in_private_ns(
+        "mount -t tmpfs nstrace-walk /mnt && \
+         for i in $(seq 150); do mkdir /mnt/$i && mount -t tmpfs -o nodev w$i /mnt/$i || exit 9; done && \
+         mount -t tmpfs -o ro,nosuid nstrace-under /mnt/1 && \
+         mount -t tmpfs nstrace-over /mnt/1 &&",
+        "unshare -Umr sleep 1",
+    );
+    assert_eq!(t.code, Some(0), "{}", t.dump());
+    let table = &t.of_type("mounts")[0];
+    assert_eq!(table["read_from"], "new", "{table}");
+    let mounts = table["mounts"].as_array().unwrap();
+    let ours = mounts
+        .iter()
+        .filter(|m| {
+            let source = m["source"].as_str().unwrap();
+            source.starts_with("nstrace-")
+                || source
+                    .strip_prefix('w')
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(ours, 153, "{table}");
+    let unchecked: Vec<&Value> = mounts.iter().filter(|m| m["kernel"].is_null()).collect();
+    assert!(unchecked.is_empty(), "not checked: {unchecked:?}");
+    check_locks_against_the_kernel(table);
+    // Hidden under nstrace-over: only the walk reaches it.
+    let under = mounts
+        .iter()
+        .find(|m| m["source"] == "nstrace-under")
+        .expect("the hidden mount in the table");
+    assert_eq!(
+        under["kernel"]["locks"],
+        serde_json::json!(["readonly", "nosuid", "atime"]),
+        "{under}"
+    );
+}
+
 #[test]
 fn masked_proc_makes_a_new_proc_mount_too_revealing() {
     if !root_or_skip() {

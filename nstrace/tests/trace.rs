@@ -1050,6 +1050,7 @@ fn a_table_opened_while_its_process_lives_reads_after_it_exits() {
         "another namespace's id must not open the table"
     );
     let mut live = nstrace::mounts::LiveTable::open(pid, mnt_ns).expect("open while it lives");
+    let root = live.root().expect("its root, while it lives");
     child.kill().expect("kill");
     child.wait().expect("reap");
     assert!(
@@ -1071,8 +1072,13 @@ fn a_table_opened_while_its_process_lives_reads_after_it_exits() {
         (tmpfs.fstype.as_str(), tmpfs.source.as_str()),
         ("tmpfs", "nstrace-live")
     );
-    let root = live.root.as_ref().expect("its root");
-    let fd = nstrace::mounts::open_under(root, "/mnt").expect("/mnt under its root");
+    // The namespace's own file still names it.
+    let ns = live.ns.as_ref().expect("its nsfs file");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&ns.metadata().expect("fstat")),
+        u64::from(mnt_ns)
+    );
+    let fd = nstrace::mounts::open_under(&root, "/mnt").expect("/mnt under its root");
     // SAFETY: statfs is plain data; all-zero is valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid fd and a statfs to fill.

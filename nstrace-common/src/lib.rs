@@ -876,6 +876,10 @@ pub mod names {
     pub const PROG_MOUNT_WALK: &str = "mount_walk";
     /// Program array holding [`PROG_MOUNT_WALK`], for its tail calls.
     pub const WALK_PROGS: &str = "WALK_PROGS";
+    /// The walk for the raw syscall tracepoints, tail-called by `sys_enter`.
+    pub const PROG_MOUNT_WALK_RAW: &str = "mount_walk_raw";
+    /// Program array holding [`PROG_MOUNT_WALK_RAW`].
+    pub const WALK_PROGS_RAW: &str = "WALK_PROGS_RAW";
 }
 
 #[cfg(feature = "user")]

@@ -566,6 +566,12 @@ static WALK_CURSOR: PerCpuArray<WalkCursor> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static WALK_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Slot 0: [`mount_walk_raw`], which the raw `sys_enter` program hands a
+/// walk request to and which carries it on (a program array holds
+/// programs of one type only).
+#[map]
+static WALK_PROGS_RAW: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Steps of the walk per run of [`mount_walk`]. The verifier follows each
 /// step of a bounded loop apart, and refuses a program whose unexplored
 /// branches pile up past 8192: many steps in one program do not load, so
@@ -576,7 +582,8 @@ const WALK_STEPS_PER_RUN: u32 = 64;
 /// nstrace's request to list every mount of the mount namespace of its nsfs
 /// fd (`syncfs(fd | WALK_REQUEST)`) into MOUNT_WALK: depth first from the
 /// namespace's root mount, as the kernel's `next_mnt` goes. Attached only to
-/// `syscalls:sys_enter_syncfs`, so other syscalls never run it.
+/// `syscalls:sys_enter_syncfs`, so other syscalls never run it (on the raw
+/// syscall tracepoints, [`mount_walk_raw`] does the same).
 ///
 /// The tree is read without the kernel's locks, as any tracer reads; the
 /// whole walk runs inside the syscall's entry, in one RCU read-side section,
@@ -585,6 +592,25 @@ const WALK_STEPS_PER_RUN: u32 = 64;
 /// about the rest mount by mount.
 #[tracepoint]
 pub fn mount_walk(ctx: TracePointContext) -> i32 {
+    walk_run(&ctx, &WALK_PROGS, || tp_u64(&ctx, TP_ARGS))
+}
+
+/// [`mount_walk`] for the raw syscall tracepoints: the raw `sys_enter`
+/// program tail-calls it for nstrace's walk requests only, so that no other
+/// syscall pays for it.
+#[raw_tracepoint]
+pub fn mount_walk_raw(ctx: RawTracePointContext) -> i32 {
+    walk_run(&ctx, &WALK_PROGS_RAW, || {
+        let regs: u64 = ctx.arg(0);
+        config().map_or(0, |cfg| kread0(regs, cfg.offsets.regs_arg[0]))
+    })
+}
+
+/// One run of the walk: starts it on a request (`fd` yields the syscall's
+/// first argument), goes up to [`WALK_STEPS_PER_RUN`] steps, and carries on
+/// by a tail call into slot 0 of `progs` (this same program).
+#[inline(always)]
+fn walk_run<C: EbpfContext>(ctx: &C, progs: &ProgramArray, fd: impl FnOnce() -> u64) -> i32 {
     let Some(cfg) = config() else {
         return 0;
     };
@@ -596,7 +622,7 @@ pub fn mount_walk(ctx: TracePointContext) -> i32 {
     };
     // SAFETY: `cur` is this CPU's element of WALK_CURSOR.
     if unsafe { (*cur).active } == 0 {
-        let fd = tp_u64(&ctx, TP_ARGS);
+        let fd = fd();
         if fd & WALK_REQUEST == 0 {
             return 0;
         }
@@ -611,7 +637,7 @@ pub fn mount_walk(ctx: TracePointContext) -> i32 {
             // SAFETY: a tail call into this same program, which carries on
             // from the cursor; it returns only if it could not be made (the
             // limit of tail calls in a row), and the walk then ends there.
-            unsafe { WALK_PROGS.tail_call(&ctx, 0) };
+            unsafe { progs.tail_call(ctx, 0) };
             walk_end(cur, out, 0);
         }
     }
@@ -946,6 +972,17 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: u64 = ctx.arg(1);
     let regs: u64 = ctx.arg(0);
     let r = &cfg.offsets.regs_arg;
+    if cfg.probe_nr != 0
+        && nr == u64::from(cfg.probe_nr)
+        && current_ids().0 == cfg.self_pid
+        && kread0::<u64>(regs, r[0]) & WALK_REQUEST != 0
+    {
+        // SAFETY: a tail call into mount_walk_raw (where userspace put it);
+        // if the slot is empty, the request goes unanswered and nstrace
+        // reads the mounts one by one.
+        unsafe { WALK_PROGS_RAW.tail_call(&ctx, 0) };
+        return 0;
+    }
     on_enter(cfg, nr, || {
         [
             kread0(regs, r[0]),

@@ -350,6 +350,12 @@ impl Probes {
                 Ok(()) if self.syscalls_via.is_none() => {
                     self.syscalls_via = Some(SyscallMethod::Raw);
                     report.attached = Some(SyscallMethod::Raw.what());
+                    // sys_enter hands nstrace's walk requests to it.
+                    let walk = self.load_mount_walk::<RawTracePoint>(
+                        names::PROG_MOUNT_WALK_RAW,
+                        names::WALK_PROGS_RAW,
+                    );
+                    self.note_mount_walk(walk);
                     if let Some((_, why)) = report.refused.first() {
                         self.notes.push(format!(
                             "syscall events refused ({why}): on the raw syscall tracepoints \
@@ -417,37 +423,51 @@ impl Probes {
         }
         self.syscall_events
             .attach(&dir, "sys_enter_syncfs", enter)?;
-        if let Err(e) = self.attach_mount_walk(&dir) {
+        // Attached to syncfs's entry event, where only nstrace's requests
+        // run it past its first test.
+        let walk = self
+            .load_mount_walk::<TracePoint>(names::PROG_MOUNT_WALK, names::WALK_PROGS)
+            .and_then(|fd| {
+                self.syscall_events
+                    .attach(&dir, "sys_enter_syncfs", fd.as_fd())
+            });
+        self.note_mount_walk(walk);
+        Ok(absent)
+    }
+
+    /// Loads mount-tree walk program `prog` ([`MountProber::walk`]) and
+    /// puts it in slot 0 of program array `progs`, where its own tail calls
+    /// (and, on the raw syscall tracepoints, `sys_enter`'s) find it.
+    fn load_mount_walk<P: Loadable>(
+        &mut self,
+        prog: &'static str,
+        progs: &'static str,
+    ) -> Result<aya::programs::ProgramFd, String>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let p: &mut P = program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
+        load_once(p).map_err(|e| first_line(&e))?;
+        let fd = p.program_fd().map_err(|e| first_line(&e))?;
+        let map = self
+            .ebpf
+            .map_mut(progs)
+            .ok_or_else(|| format!("the BPF object has no {progs}"))?;
+        ProgramArray::try_from(map)
+            .and_then(|mut array| array.set(0, &fd, 0))
+            .map_err(|e| first_line(&e))?;
+        Ok(fd)
+    }
+
+    /// Says so when the mount-tree walk is not available.
+    fn note_mount_walk<T>(&mut self, walk: Result<T, String>) {
+        if let Err(e) = walk {
             self.notes.push(format!(
                 "the mount-tree walk did not load ({e}): the kernel's flags of a new \
                  namespace's mounts are read mount by mount"
             ));
         }
-        Ok(absent)
-    }
-
-    /// Loads the mount-tree walk ([`MountProber::walk`]), makes it the
-    /// target of its own tail calls, and attaches it to syncfs's entry
-    /// event, where only nstrace's requests run it past its first test.
-    /// On the raw syscall tracepoints it is not attached (every syscall
-    /// would run it): the mounts are then read one by one.
-    fn attach_mount_walk(&mut self, dir: &std::path::Path) -> Result<(), String> {
-        let p: &mut TracePoint =
-            program(&mut self.ebpf, names::PROG_MOUNT_WALK).map_err(|e| e.to_string())?;
-        load_once(p).map_err(|e| first_line(&e))?;
-        let fd = p
-            .fd()
-            .and_then(|fd| fd.try_clone().map_err(Into::into))
-            .map_err(|e| first_line(&e))?;
-        let map = self
-            .ebpf
-            .map_mut(names::WALK_PROGS)
-            .ok_or("the BPF object has no WALK_PROGS")?;
-        ProgramArray::try_from(map)
-            .and_then(|mut progs| progs.set(0, &fd, 0))
-            .map_err(|e| first_line(&e))?;
-        self.syscall_events
-            .attach(dir, "sys_enter_syncfs", fd.as_fd())
     }
 
     /// Loads and attaches raw tracepoint program `prog` to `tp`; the first
@@ -885,6 +905,8 @@ fn process_alive(pid: u32) -> bool {
 trait Loadable {
     fn is_loaded(&self) -> bool;
     fn load_it(&mut self) -> Result<(), aya::programs::ProgramError>;
+    /// A descriptor of the loaded program (for a program array).
+    fn program_fd(&self) -> Result<aya::programs::ProgramFd, aya::programs::ProgramError>;
 }
 
 impl Loadable for RawTracePoint {
@@ -894,6 +916,9 @@ impl Loadable for RawTracePoint {
     fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
         self.load()
     }
+    fn program_fd(&self) -> Result<aya::programs::ProgramFd, aya::programs::ProgramError> {
+        Ok(self.fd()?.try_clone()?)
+    }
 }
 
 impl Loadable for TracePoint {
@@ -902,6 +927,9 @@ impl Loadable for TracePoint {
     }
     fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
         self.load()
+    }
+    fn program_fd(&self) -> Result<aya::programs::ProgramFd, aya::programs::ProgramError> {
+        Ok(self.fd()?.try_clone()?)
     }
 }
 
@@ -929,7 +957,11 @@ fn preload(ebpf: &mut Ebpf, syscall_events: bool) {
             names::PROG_MOUNT_WALK,
         ]
     } else {
-        &[names::PROG_SYS_ENTER, names::PROG_SYS_EXIT]
+        &[
+            names::PROG_SYS_ENTER,
+            names::PROG_SYS_EXIT,
+            names::PROG_MOUNT_WALK_RAW,
+        ]
     };
     let wanted: Vec<&str> = HOOKS
         .iter()

@@ -127,47 +127,54 @@ fn check_locks_against_the_kernel(table: &Value) {
 /// mount tree in BPF, every mount by id: more mounts than one run of the
 /// walk program takes (it carries on by tail calls), and mounts hidden
 /// under others, which no path opens, are all checked against their
-/// options.
+/// options. On both ways of observing syscalls (on the raw tracepoints
+/// `sys_enter` hands the request to the walk).
 #[test]
 fn every_mount_of_a_copied_namespace_is_checked_with_the_kernel() {
     if !root_or_skip() {
         return;
     }
-    let t = trace_in_private_ns(
-        "mount -t tmpfs nstrace-walk /mnt && \
-         for i in $(seq 150); do mkdir /mnt/$i && mount -t tmpfs -o nodev w$i /mnt/$i || exit 9; done && \
-         mount -t tmpfs -o ro,nosuid nstrace-under /mnt/1 && \
-         mount -t tmpfs nstrace-over /mnt/1 &&",
-        "unshare -Umr sleep 1",
-    );
-    assert_eq!(t.code, Some(0), "{}", t.dump());
-    let table = &t.of_type("mounts")[0];
-    assert_eq!(table["read_from"], "new", "{table}");
-    let mounts = table["mounts"].as_array().unwrap();
-    let ours = mounts
-        .iter()
-        .filter(|m| {
-            let source = m["source"].as_str().unwrap();
-            source.starts_with("nstrace-")
-                || source
-                    .strip_prefix('w')
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .count();
-    assert_eq!(ours, 153, "{table}");
-    let unchecked: Vec<&Value> = mounts.iter().filter(|m| m["kernel"].is_null()).collect();
-    assert!(unchecked.is_empty(), "not checked: {unchecked:?}");
-    check_locks_against_the_kernel(table);
-    // Hidden under nstrace-over: only the walk reaches it.
-    let under = mounts
-        .iter()
-        .find(|m| m["source"] == "nstrace-under")
-        .expect("the hidden mount in the table");
-    assert_eq!(
-        under["kernel"]["locks"],
-        serde_json::json!(["readonly", "nosuid", "atime"]),
-        "{under}"
-    );
+    for hook in ["syscall_events", "raw_syscalls"] {
+        let t = trace_in_private_ns(
+            &format!(
+                "mount -t tmpfs nstrace-walk /mnt && \
+                 for i in $(seq 150); do mkdir /mnt/$i && mount -t tmpfs -o nodev w$i /mnt/$i || exit 9; done && \
+                 mount -t tmpfs -o ro,nosuid nstrace-under /mnt/1 && \
+                 mount -t tmpfs nstrace-over /mnt/1 && \
+                 export NSTRACE_SYSCALL_HOOK={hook} &&"
+            ),
+            "unshare -Umr sleep 1",
+        );
+        assert_eq!(t.code, Some(0), "{}", t.dump());
+        assert_eq!(t.lines[0]["hooks"]["syscalls_via"], hook, "{}", t.dump());
+        let table = &t.of_type("mounts")[0];
+        assert_eq!(table["read_from"], "new", "{hook}: {table}");
+        let mounts = table["mounts"].as_array().unwrap();
+        let ours = mounts
+            .iter()
+            .filter(|m| {
+                let source = m["source"].as_str().unwrap();
+                source.starts_with("nstrace-")
+                    || source
+                        .strip_prefix('w')
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count();
+        assert_eq!(ours, 153, "{hook}: {table}");
+        let unchecked: Vec<&Value> = mounts.iter().filter(|m| m["kernel"].is_null()).collect();
+        assert!(unchecked.is_empty(), "{hook}: not checked: {unchecked:?}");
+        check_locks_against_the_kernel(table);
+        // Hidden under nstrace-over: only the walk reaches it.
+        let under = mounts
+            .iter()
+            .find(|m| m["source"] == "nstrace-under")
+            .expect("the hidden mount in the table");
+        assert_eq!(
+            under["kernel"]["locks"],
+            serde_json::json!(["readonly", "nosuid", "atime"]),
+            "{hook}: {under}"
+        );
+    }
 }
 
 #[test]

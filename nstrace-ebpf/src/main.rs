@@ -649,6 +649,13 @@ fn walk_run<C: EbpfContext>(ctx: &C, progs: &ProgramArray, fd: impl FnOnce() -> 
 #[inline(always)]
 fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) -> bool {
     let o = &cfg.offsets;
+    // SAFETY: `out` is MOUNT_WALK's element; nstrace reads it only after
+    // the syscall that runs this returned. Cleared first: a refused request
+    // must not leave an earlier walk's list to be taken for its answer.
+    unsafe {
+        addr_of_mut!((*out).mnt_ns).write(0);
+        addr_of_mut!((*out).count).write(0);
+    }
     // The steps read these without checking them (see `kread_at`).
     if [
         o.mntns_ns,
@@ -667,16 +674,17 @@ fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) 
     let inode: u64 = kread0(fd_file(cfg, fd), o.file_inode);
     let sb: u64 = kread0(inode, o.inode_sb);
     let ns_common: u64 = kread0(inode, o.inode_private);
-    if kread0::<u32>(sb, o.sb_magic) != NSFS_MAGIC || ns_common == 0 {
+    if kread0::<u32>(sb, o.sb_magic) != NSFS_MAGIC
+        || ns_common == 0
+        || ns_type_of(cfg, ns_common) != CLONE_NEWNS
+    {
         return false;
     }
     let mnt_ns = ns_common - o.mntns_ns as u64;
     let root: u64 = kread0(mnt_ns, o.mntns_root);
-    // SAFETY: `out` is MOUNT_WALK's element, `cur` this CPU's cursor;
-    // nstrace reads `out` only after the syscall that runs this returned.
+    // SAFETY: as above; `cur` is this CPU's cursor.
     unsafe {
         addr_of_mut!((*out).mnt_ns).write(kread0(mnt_ns, o.ns_inum[ns::MNT]));
-        addr_of_mut!((*out).count).write(0);
         cur.write(WalkCursor {
             at: root,
             root,
@@ -800,6 +808,20 @@ fn list_mount(cfg: &Config, out: *mut MountWalk, m: u64) -> bool {
     true
 }
 
+/// The type (a CLONE_NEW* value) of the namespace whose `ns_common` is at `ns`.
+#[inline(always)]
+fn ns_type_of(cfg: &Config, ns: u64) -> u32 {
+    let o = &cfg.offsets;
+    if o.ns_common_type != NO_OFFSET {
+        kread0(ns, o.ns_common_type)
+    } else {
+        // Before 6.18: the type is in the namespace's operations.
+        let ops: u64 = kread0(ns, o.ns_common_ops);
+        kread0(ops, o.proc_ns_ops_type)
+    }
+}
+
+const CLONE_NEWNS: u32 = 0x0002_0000;
 const CLONE_NEWPID: u32 = 0x2000_0000;
 const CLONE_NEWUSER: u32 = 0x1000_0000;
 
@@ -873,13 +895,7 @@ fn identify_fd(cfg: &Config, spec: &ArgSpec, args: &[u64; 8], rec: *mut SyscallR
         if magic == NSFS_MAGIC {
             // An nsfs inode's i_private is the namespace's ns_common.
             let ns: u64 = kread0(inode, o.inode_private);
-            ns_type = if o.ns_common_type != NO_OFFSET {
-                kread0(ns, o.ns_common_type)
-            } else {
-                // Before 6.18: the type is in the namespace's operations.
-                let ops: u64 = kread0(ns, o.ns_common_ops);
-                kread0(ops, o.proc_ns_ops_type)
-            };
+            ns_type = ns_type_of(cfg, ns);
             let (outer, level_off) = match ns_type {
                 CLONE_NEWPID => (o.pidns_ns, o.pidns_level),
                 CLONE_NEWUSER => (o.userns_ns, o.userns_level),

@@ -865,9 +865,13 @@ impl MountProber {
         let request = libc::c_int::try_from(raw | WALK_REQUEST).ok()?;
         let out = self.walk.element(0)?;
         // SAFETY: the kernel writes the element only during the syncfs
-        // below, made by this thread (`&mut self`); `answered` is zeroed
+        // below, made by this thread (`&mut self`); the header is zeroed
         // first so that an earlier answer is never taken for this one.
-        unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*out).answered), 0) };
+        unsafe {
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*out).answered), 0);
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*out).mnt_ns), 0);
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*out).count), 0);
+        }
         // SAFETY: syncfs on a number that is no descriptor; it only fails.
         let _ = unsafe { libc::syncfs(request) };
         // SAFETY: as above; the program's writes happened before syncfs

@@ -1090,3 +1090,68 @@ fn a_table_opened_while_its_process_lives_reads_after_it_exits() {
         "the mount point resolves to the tmpfs: the namespace is still whole"
     );
 }
+
+/// The mount-tree walk against the kernel's own listing: every mount of
+/// this process's namespace that mountinfo shows is in the walk, with the
+/// per-mount flags mountinfo spells as options (ro, nosuid, nodev,
+/// noexec); the namespace's id is its nsfs inode; and a namespace file of
+/// another type is refused, not walked.
+#[test]
+fn the_mount_walk_lists_every_mount_as_mountinfo_does() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip() {
+        return;
+    }
+    let btf = std::path::PathBuf::from(nstrace::kernel_btf::VMLINUX_BTF);
+    let (offsets, _) = nstrace::kernel_btf::offsets_cached(&btf).expect("kernel offsets");
+    let mut probes = nstrace::probes::Probes::start(&nstrace::probes::ProbeOptions {
+        trace_all: false,
+        launcher_pid: 0,
+        ring_bytes: 1 << 16,
+        offsets,
+        follow_runtimes: false,
+        btf_path: btf,
+        try_every_hook: false,
+    })
+    .expect("the programs load");
+    let mut prober = probes.take_mount_prober().expect("the mount prober");
+
+    let ns = std::fs::File::open("/proc/self/ns/mnt").expect("own mount namespace");
+    let walked = prober.walk(ns.as_fd()).expect("the walk answers");
+    assert!(walked.complete, "{walked:?}");
+    assert_eq!(
+        u64::from(walked.mnt_ns),
+        ns.metadata().expect("fstat").ino()
+    );
+    let table = nstrace::mounts::read_mountinfo(std::process::id()).expect("own mountinfo");
+    assert!(!table.is_empty());
+    for m in &table {
+        let w = walked
+            .mounts
+            .iter()
+            .find(|w| w.mnt_id == m.id)
+            .unwrap_or_else(|| panic!("mount {} not walked: {walked:?}", m.describe()));
+        for (option, bit) in [
+            ("ro", 0x40),
+            ("nosuid", 0x1),
+            ("nodev", 0x2),
+            ("noexec", 0x4),
+        ] {
+            assert_eq!(
+                m.options.iter().any(|o| o == option),
+                w.flags & bit != 0,
+                "{option} of {} (mnt_flags {:#x})",
+                m.describe(),
+                w.flags
+            );
+        }
+    }
+
+    let net = std::fs::File::open("/proc/self/ns/net").expect("own network namespace");
+    let refused = prober.walk(net.as_fd()).expect("the walk answers");
+    assert_eq!(
+        (refused.mnt_ns, refused.mounts.len(), refused.complete),
+        (0, 0, false)
+    );
+}

@@ -319,18 +319,6 @@ pub struct MountWalk {
     pub mounts: [WalkedMount; WALK_MOUNTS as usize],
 }
 
-impl Default for MountWalk {
-    fn default() -> Self {
-        Self {
-            answered: 0,
-            mnt_ns: 0,
-            count: 0,
-            complete: 0,
-            mounts: [WalkedMount::default(); WALK_MOUNTS as usize],
-        }
-    }
-}
-
 const _: () = assert!(core::mem::size_of::<MountWalk>().is_multiple_of(8));
 
 /// `mnt_flags` bit marking a shared mount on kernels before 6.15, where

@@ -104,17 +104,7 @@ fn kread0<T: Copy>(base: u64, off: u32) -> T {
     } else {
         base + off as u64
     };
-    let mut v = core::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: the helper checks the source address and zeroes the
-    // destination when the read fails (a read of address 0 always does).
-    unsafe {
-        bpf_probe_read_kernel(
-            v.as_mut_ptr().cast(),
-            core::mem::size_of::<T>() as u32,
-            addr as *const _,
-        );
-        v.assume_init()
-    }
+    kread_at(addr)
 }
 
 /// Reads a `T` at `addr` in kernel memory; zero if the read faults (as it
@@ -123,7 +113,8 @@ fn kread0<T: Copy>(base: u64, off: u32) -> T {
 #[inline(always)]
 fn kread_at<T: Copy>(addr: u64) -> T {
     let mut v = core::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: as in `kread0`.
+    // SAFETY: the helper checks the source address and zeroes the
+    // destination when the read fails (a read of address 0 always does).
     unsafe {
         bpf_probe_read_kernel(
             v.as_mut_ptr().cast(),

@@ -523,6 +523,55 @@ pub struct ArgSpec {
 /// `super_block.s_magic` of nsfs (the files in /proc/PID/ns).
 pub const NSFS_MAGIC: u32 = 0x6e73_6673;
 
+/// Most bytes a [`Span`] covers.
+pub const SPAN_MAX: u32 = 64;
+
+/// Bytes of a kernel struct that the programs copy with one read, for
+/// several neighbouring fields: each read is a helper call, and the calls
+/// are most of a program's cost. `start` is [`NO_OFFSET`] when there is
+/// nothing to read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First byte, from the struct's start.
+    pub start: u32,
+    /// Length in bytes, at most [`SPAN_MAX`].
+    pub len: u32,
+}
+
+impl Span {
+    /// Nothing to read.
+    pub const NONE: Self = Self {
+        start: NO_OFFSET,
+        len: 0,
+    };
+
+    /// The smallest span holding each `(offset, size)` field whose offset
+    /// is known, never a byte past them (a struct may end there); `NONE`
+    /// if none is known, `None` if they are more than [`SPAN_MAX`] bytes
+    /// apart or a field is not 4-byte aligned (the programs extract 4- and
+    /// 8-byte words).
+    pub fn covering(fields: &[(u32, u32)]) -> Option<Self> {
+        let mut span = Self::NONE;
+        let mut end = 0u32;
+        for &(off, size) in fields {
+            if off == NO_OFFSET {
+                continue;
+            }
+            if off % 4 != 0 || size % 4 != 0 {
+                return None;
+            }
+            span.start = span.start.min(off);
+            end = end.max(off.checked_add(size)?);
+        }
+        if span.start == NO_OFFSET {
+            return Some(Self::NONE);
+        }
+        span.len = end - span.start;
+        (span.len <= SPAN_MAX).then_some(span)
+    }
+}
+
 /// Byte offsets of the kernel structure fields the programs read, resolved by
 /// userspace from the running kernel's BTF. [`NO_OFFSET`] where a field does
 /// not exist in this kernel.
@@ -679,6 +728,16 @@ pub struct Offsets {
     pub nsproxy_field: [u32; ns::COUNT],
     /// For each namespace slot: offset of `ns.inum` inside that namespace's struct.
     pub ns_inum: [u32; ns::COUNT],
+    /// The `nsproxy` fields in [`Offsets::nsproxy_field`].
+    pub nsproxy_span: Span,
+    /// `user_namespace.parent`, `.level` and `.owner`.
+    pub userns_span: Span,
+    /// `cred.euid` and `.egid`.
+    pub cred_ids_span: Span,
+    /// `fs_struct.root` (`mnt` and `dentry`).
+    pub fs_root_span: Span,
+    /// A `uid_gid_map`'s `nr_extents` and inline extents.
+    pub idmap_span: Span,
 }
 
 impl Offsets {
@@ -757,6 +816,11 @@ impl Offsets {
         binprm_filename: NO_OFFSET,
         nsproxy_field: [NO_OFFSET; ns::COUNT],
         ns_inum: [NO_OFFSET; ns::COUNT],
+        nsproxy_span: Span::NONE,
+        userns_span: Span::NONE,
+        cred_ids_span: Span::NONE,
+        fs_root_span: Span::NONE,
+        idmap_span: Span::NONE,
     };
 }
 
@@ -885,6 +949,23 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_span_covers_the_known_fields_and_nothing_past_them() {
+        // nsproxy on 6.x: count, then eight pointers; time_ns unknown here.
+        let fields = [(8, 8), (16, 8), (NO_OFFSET, 8), (64, 8)];
+        assert_eq!(Span::covering(&fields), Some(Span { start: 8, len: 64 }));
+        assert_eq!(
+            Span::covering(&[(24, 4), (20, 4)]),
+            Some(Span { start: 20, len: 8 })
+        );
+        assert_eq!(Span::covering(&[(NO_OFFSET, 8)]), Some(Span::NONE));
+        assert_eq!(Span::covering(&[]), Some(Span::NONE));
+        // Too far apart for one read, or not word-aligned: no span.
+        assert_eq!(Span::covering(&[(0, 8), (SPAN_MAX, 4)]), None);
+        assert_eq!(Span::covering(&[(2, 4)]), None);
+        assert_eq!(Span::covering(&[(NO_OFFSET - 3, 8)]), None);
+    }
 
     #[test]
     fn syscall_bitmap() {

@@ -25,10 +25,11 @@ use aya_ebpf::{
 };
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
-    IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, SyscallRecord,
+    IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, Span, SyscallRecord,
     TaskState, UserNsInfo, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
-    MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, STR_LEN,
-    STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS, WALK_REQUEST,
+    MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, SPAN_MAX,
+    STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS,
+    WALK_REQUEST,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -125,6 +126,72 @@ fn kread_at<T: Copy>(addr: u64) -> T {
     }
 }
 
+/// Words in a [`read_span`] block.
+const SPAN_WORDS: usize = (SPAN_MAX / 8) as usize;
+
+/// A copy of a [`Span`] of a kernel struct.
+type Block = [u64; SPAN_WORDS];
+
+/// Copies `span` of the struct at `base` with one read (the neighbouring
+/// fields a program needs, as one helper call instead of one each); zeros
+/// where either is unknown or the read faults. Bytes past `span.len` are
+/// left as they were: only fields inside the span are taken out.
+#[inline(always)]
+fn read_span(base: u64, span: &Span) -> Block {
+    try_read_span(base, span).0
+}
+
+/// [`read_span`], and whether the read succeeded (0 if not).
+#[inline(always)]
+fn try_read_span(base: u64, span: &Span) -> (Block, u64) {
+    let z = opaque_zero();
+    let mut block = [z; SPAN_WORDS];
+    let addr = if base == 0 || span.start == NO_OFFSET {
+        0
+    } else {
+        base + span.start as u64
+    };
+    let len = if span.len > SPAN_MAX {
+        SPAN_MAX
+    } else {
+        span.len
+    };
+    // SAFETY: at most SPAN_MAX bytes into the block; the helper checks the
+    // source and zeroes what it could not read.
+    let ret = unsafe { bpf_probe_read_kernel(block.as_mut_ptr().cast(), len, addr as *const _) };
+    (block, 1 ^ nonzero(ret as u64))
+}
+
+/// The `i`th 4-byte word of `block` (masked into it).
+#[inline(always)]
+fn block_u32(block: &Block, i: u32) -> u32 {
+    // SAFETY: a Block is 2 * SPAN_WORDS u32s, u64-aligned.
+    let words: &[u32; 2 * SPAN_WORDS] = unsafe { &*block.as_ptr().cast() };
+    words[(i as usize) & (2 * SPAN_WORDS - 1)]
+}
+
+/// The `u32` at byte `off` of the struct whose `span` is in `block`; zero
+/// if `off` is unknown. Userspace made the span hold every known field.
+#[inline(always)]
+fn span_u32(block: &Block, span: &Span, off: u32) -> u32 {
+    if off == NO_OFFSET {
+        return 0;
+    }
+    block_u32(block, off.wrapping_sub(span.start) / 4)
+}
+
+/// The `u64` at byte `off` (4-byte aligned) of the struct whose `span` is
+/// in `block`; zero if `off` is unknown.
+#[inline(always)]
+fn span_u64(block: &Block, span: &Span, off: u32) -> u64 {
+    if off == NO_OFFSET {
+        return 0;
+    }
+    let i = off.wrapping_sub(span.start) / 4;
+    // SAFETY: two u32s in memory order are the u64 stored there.
+    unsafe { core::mem::transmute::<[u32; 2], u64>([block_u32(block, i), block_u32(block, i + 1)]) }
+}
+
 /// `base + off` read from kernel memory, `None` when it cannot be.
 #[inline(always)]
 fn kread<T: Copy>(base: u64, off: u32) -> Option<T> {
@@ -174,25 +241,38 @@ fn active_pid_ns(cfg: &Config, task: u64) -> u64 {
     kread0(upid, o.upid_ns)
 }
 
-/// Inode, level, owner and parent of the user namespace at `ns`.
+/// Level, owner and parent of the user namespace at `ns`, whose inode
+/// number `inum` the caller has read.
 #[inline(always)]
-fn read_userns(cfg: &Config, ns: u64) -> UserNsInfo {
+fn read_userns(cfg: &Config, ns: u64, inum: u32) -> UserNsInfo {
     let o = &cfg.offsets;
-    let parent: u64 = kread0(ns, o.userns_parent);
+    let s = &o.userns_span;
+    let b = read_span(ns, s);
     UserNsInfo {
-        inum: kread0(ns, o.ns_inum[ns::USER]),
-        level: kread0(ns, o.userns_level),
-        owner: kread0(ns, o.userns_owner),
-        parent: kread0(parent, o.ns_inum[ns::USER]),
+        inum,
+        level: span_u32(&b, s, o.userns_level),
+        owner: span_u32(&b, s, o.userns_owner),
+        parent: kread0(span_u64(&b, s, o.userns_parent), o.ns_inum[ns::USER]),
     }
 }
 
-/// Inode of the user namespace that owns the namespace at `ns` (whose
-/// `user_ns` field is at `field`).
+/// [`read_userns`] of a namespace whose inode number is not known yet.
 #[inline(always)]
-fn owner_inum(cfg: &Config, ns: u64, field: u32) -> u32 {
+fn read_userns_at(cfg: &Config, ns: u64) -> UserNsInfo {
+    read_userns(cfg, ns, kread0(ns, cfg.offsets.ns_inum[ns::USER]))
+}
+
+/// Inode of the user namespace that owns the namespace at `ns` (whose
+/// `user_ns` field is at `field`). Most namespaces belong to the caller's
+/// own user namespace, whose inode `t` holds: then the read is skipped
+/// (without a branch: its address becomes 0, which the helper refuses
+/// at once).
+#[inline(always)]
+fn owner_inum(cfg: &Config, t: &TaskPtrs, ns: u64, field: u32) -> u32 {
     let owner: u64 = kread0(ns, field);
-    kread0(owner, cfg.offsets.ns_inum[ns::USER])
+    let other = nonzero(owner ^ t.user_ns);
+    let read: u32 = kread0(owner * other, cfg.offsets.ns_inum[ns::USER]);
+    read | (t.user_inum & (other as u32).wrapping_sub(1))
 }
 
 /// Copies the inline extents of the uid_gid_map at `map` (one read, then
@@ -204,59 +284,100 @@ fn read_idmap(cfg: &Config, map: u64) -> IdMap {
         nr_extents: u32::MAX,
         ..IdMap::default()
     };
-    if map == 0 || o.idmap_extent_size == NO_OFFSET || o.idmap_extent_size > 16 {
+    let s = &o.idmap_span;
+    if map == 0
+        || s.start == NO_OFFSET
+        || o.idmap_extent_size == NO_OFFSET
+        || o.idmap_extent_size > 16
+    {
         return out;
     }
-    let (Some(nr), Some(raw)) = (
-        kread::<u32>(map, o.idmap_nr_extents),
-        kread::<[u32; 16]>(map, o.idmap_extent),
-    ) else {
+    let (raw, ok) = try_read_span(map, s);
+    if ok == 0 {
         return out;
-    };
+    }
     let stride = o.idmap_extent_size / 4;
+    let first = o.idmap_extent.wrapping_sub(s.start) / 4;
     let (lo, cnt) = (o.extent_lower_first / 4, o.extent_count / 4);
-    out.nr_extents = nr;
+    out.nr_extents = span_u32(&raw, s, o.idmap_nr_extents);
     let mut i = 0u32;
     while i < 5 {
-        out.lower[i as usize] = raw[((i * stride + lo) & 15) as usize];
-        out.count[i as usize] = raw[((i * stride + cnt) & 15) as usize];
+        out.lower[i as usize] = block_u32(&raw, first + i * stride + lo);
+        out.count[i as usize] = block_u32(&raw, first + i * stride + cnt);
         i += 1;
     }
     out
 }
 
-/// Fills `out` with what explanations need to know about `task`.
+/// The pointers that [`read_ns`] and [`read_state`] both start from, read
+/// once: kernel reads are most of what the syscall programs cost.
+struct TaskPtrs {
+    task: u64,
+    cred: u64,
+    user_ns: u64,
+    /// Inode number of `user_ns`.
+    user_inum: u32,
+    /// The task's active pid namespace (not its nsproxy's for-children one).
+    pid_ns: u64,
+    /// The `nsproxy` fields of [`Offsets::nsproxy_span`].
+    proxy: Block,
+}
+
+/// Reads [`TaskPtrs`] of `task`.
 #[inline(always)]
-fn read_state(cfg: &Config, task: u64, out: *mut TaskState) {
+fn task_ptrs(cfg: &Config, task: u64) -> TaskPtrs {
     let o = &cfg.offsets;
     let cred: u64 = kread0(task, o.task_real_cred);
     let user_ns: u64 = kread0(cred, o.cred_user_ns);
-    let signal: u64 = kread0(task, o.task_signal);
     let nsproxy: u64 = kread0(task, o.task_nsproxy);
-    let mnt_ns: u64 = kread0(nsproxy, o.nsproxy_field[ns::MNT]);
-    let net_ns: u64 = kread0(nsproxy, o.nsproxy_field[ns::NET]);
-    let pid_ns = active_pid_ns(cfg, task);
+    TaskPtrs {
+        task,
+        cred,
+        user_ns,
+        user_inum: kread0(user_ns, o.ns_inum[ns::USER]),
+        pid_ns: active_pid_ns(cfg, task),
+        proxy: read_span(nsproxy, &o.nsproxy_span),
+    }
+}
+
+impl TaskPtrs {
+    /// The task's namespace in slot `i` (an nsproxy one: not user or pid).
+    #[inline(always)]
+    fn nsproxy_ns(&self, cfg: &Config, i: usize) -> u64 {
+        let o = &cfg.offsets;
+        span_u64(&self.proxy, &o.nsproxy_span, o.nsproxy_field[i])
+    }
+}
+
+/// Fills `out` with what explanations need to know about the task.
+#[inline(always)]
+fn read_state(cfg: &Config, t: &TaskPtrs, out: *mut TaskState) {
+    let o = &cfg.offsets;
+    let signal: u64 = kread0(t.task, o.task_signal);
+    let mnt_ns = t.nsproxy_ns(cfg, ns::MNT);
+    let net_ns = t.nsproxy_ns(cfg, ns::NET);
+    let ids = read_span(t.cred, &o.cred_ids_span);
     // SAFETY: `out` points into a map value or scratch slot.
     unsafe {
-        addr_of_mut!((*out).user_ns).write(read_userns(cfg, user_ns));
-        addr_of_mut!((*out).euid).write(kread0(cred, o.cred_euid));
+        addr_of_mut!((*out).user_ns).write(read_userns(cfg, t.user_ns, t.user_inum));
+        addr_of_mut!((*out).euid).write(span_u32(&ids, &o.cred_ids_span, o.cred_euid));
         addr_of_mut!((*out).nr_threads).write(kread0(signal, o.signal_nr_threads));
-        addr_of_mut!((*out).seccomp_mode).write(kread0(task, o.task_seccomp_mode));
-        addr_of_mut!((*out).pidns_level).write(kread0(pid_ns, o.pidns_level));
-        addr_of_mut!((*out).mntns_owner).write(owner_inum(cfg, mnt_ns, o.mntns_user_ns));
-        addr_of_mut!((*out).pidns_owner).write(owner_inum(cfg, pid_ns, o.pidns_user_ns));
-        addr_of_mut!((*out).netns_owner).write(owner_inum(cfg, net_ns, o.netns_user_ns));
-        addr_of_mut!((*out).egid).write(kread0(cred, o.cred_egid));
+        addr_of_mut!((*out).seccomp_mode).write(kread0(t.task, o.task_seccomp_mode));
+        addr_of_mut!((*out).pidns_level).write(kread0(t.pid_ns, o.pidns_level));
+        addr_of_mut!((*out).mntns_owner).write(owner_inum(cfg, t, mnt_ns, o.mntns_user_ns));
+        addr_of_mut!((*out).pidns_owner).write(owner_inum(cfg, t, t.pid_ns, o.pidns_user_ns));
+        addr_of_mut!((*out).netns_owner).write(owner_inum(cfg, t, net_ns, o.netns_user_ns));
+        addr_of_mut!((*out).egid).write(span_u32(&ids, &o.cred_ids_span, o.cred_egid));
         let map_at = |off: u32| {
-            if off == NO_OFFSET || user_ns == 0 {
+            if off == NO_OFFSET || t.user_ns == 0 {
                 0
             } else {
-                user_ns + off as u64
+                t.user_ns + off as u64
             }
         };
         addr_of_mut!((*out).uid_map).write(read_idmap(cfg, map_at(o.userns_uid_map)));
         addr_of_mut!((*out).gid_map).write(read_idmap(cfg, map_at(o.userns_gid_map)));
-        addr_of_mut!((*out).root).write(read_root(cfg, task, mnt_ns));
+        addr_of_mut!((*out).root).write(read_root(cfg, t.task, mnt_ns));
     }
 }
 
@@ -270,8 +391,9 @@ const ROOT_WALK: u32 = 8;
 fn read_root(cfg: &Config, task: u64, mnt_ns: u64) -> RootState {
     let o = &cfg.offsets;
     let fs: u64 = kread0(task, o.task_fs);
-    let vfs: u64 = kread0(fs, o.fs_root_mnt);
-    let dentry: u64 = kread0(fs, o.fs_root_dentry);
+    let root = read_span(fs, &o.fs_root_span);
+    let vfs = span_u64(&root, &o.fs_root_span, o.fs_root_mnt);
+    let dentry = span_u64(&root, &o.fs_root_span, o.fs_root_dentry);
     let ns_root: u64 = kread0(mnt_ns, o.mntns_root);
     if vfs == 0 || dentry == 0 || ns_root == 0 || o.mount_mnt == NO_OFFSET {
         return RootState::default();
@@ -315,24 +437,20 @@ fn traced_caller(cfg: &Config, nr: u64) -> Option<(u32, u32)> {
     is_tracked(cfg, pid).then_some((pid, tid))
 }
 
-/// Fills `out` with the namespace inode numbers of `task`.
+/// Fills `out` with the namespace inode numbers of the task.
 #[inline(always)]
-fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) {
+fn read_ns(cfg: &Config, t: &TaskPtrs, out: *mut NsIds) {
     let o = &cfg.offsets;
     let mut ids = NsIds::default();
-    let nsproxy: u64 = kread0(task, o.task_nsproxy);
     let mut i = 0;
     while i < ns::COUNT {
         if i != ns::USER && i != ns::PID {
-            let nsp: u64 = kread0(nsproxy, o.nsproxy_field[i]);
-            ids.inum[i] = kread0(nsp, o.ns_inum[i]);
+            ids.inum[i] = kread0(t.nsproxy_ns(cfg, i), o.ns_inum[i]);
         }
         i += 1;
     }
-    let cred: u64 = kread0(task, o.task_real_cred);
-    let user_ns: u64 = kread0(cred, o.cred_user_ns);
-    ids.inum[ns::USER] = kread0(user_ns, o.ns_inum[ns::USER]);
-    ids.inum[ns::PID] = kread0(active_pid_ns(cfg, task), o.ns_inum[ns::PID]);
+    ids.inum[ns::USER] = t.user_inum;
+    ids.inum[ns::PID] = kread0(t.pid_ns, o.ns_inum[ns::PID]);
     // SAFETY: `out` points into a ring-buffer reservation or map value.
     unsafe { out.write(ids) };
 }
@@ -956,9 +1074,9 @@ fn on_enter(cfg: &Config, nr: u64, args: impl FnOnce() -> [u64; 6]) {
             z,
         ];
         addr_of_mut!((*rec).args).write([args[0], args[1], args[2], args[3], args[4], args[5]]);
-        let task = current_task();
-        read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
-        read_state(cfg, task, addr_of_mut!((*rec).state));
+        let t = task_ptrs(cfg, current_task());
+        read_ns(cfg, &t, addr_of_mut!((*rec).ns_before));
+        read_state(cfg, &t, addr_of_mut!((*rec).state));
         capture_strings(spec, &args, rec);
         capture_blob(spec, &args, rec);
         identify_fd(cfg, spec, &args, rec);
@@ -1038,16 +1156,8 @@ pub fn syscall_enter(ctx: TracePointContext) -> i32 {
         return 0;
     };
     let nr = tp_nr(&ctx);
-    on_enter(cfg, nr, || {
-        [
-            tp_u64(&ctx, TP_ARGS),
-            tp_u64(&ctx, TP_ARGS + 8),
-            tp_u64(&ctx, TP_ARGS + 16),
-            tp_u64(&ctx, TP_ARGS + 24),
-            tp_u64(&ctx, TP_ARGS + 32),
-            tp_u64(&ctx, TP_ARGS + 40),
-        ]
-    });
+    // The six argument slots in one read (see `tp_u64`).
+    on_enter(cfg, nr, || kread0(ctx.as_ptr() as u64, TP_ARGS));
     0
 }
 
@@ -1117,9 +1227,9 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
                 addr_of_mut!((*rec).fd_ns_type).write(z as u32);
                 addr_of_mut!((*rec).fd_ns_level).write(z as u32);
                 addr_of_mut!((*rec).cap_repeats).write(z as u32);
-                let task = current_task();
-                read_ns(cfg, task, addr_of_mut!((*rec).ns_before));
-                read_state(cfg, task, addr_of_mut!((*rec).state));
+                let t = task_ptrs(cfg, current_task());
+                read_ns(cfg, &t, addr_of_mut!((*rec).ns_before));
+                read_state(cfg, &t, addr_of_mut!((*rec).state));
             }
             rec
         }
@@ -1135,7 +1245,11 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
         if (*rec).flags & SYSCALL_NS_UNCHANGED != 0 {
             addr_of_mut!((*rec).ns_after).write((*rec).ns_before);
         } else {
-            read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
+            read_ns(
+                cfg,
+                &task_ptrs(cfg, current_task()),
+                addr_of_mut!((*rec).ns_after),
+            );
         }
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
@@ -1215,7 +1329,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         start_header(addr_of_mut!((*rec).header), RecordKind::Fork, pid, tid);
         addr_of_mut!((*rec).child_pid).write(child_pid);
         addr_of_mut!((*rec).child_tid).write(child_tid);
-        read_ns(cfg, child, addr_of_mut!((*rec).child_ns));
+        read_ns(cfg, &task_ptrs(cfg, child), addr_of_mut!((*rec).child_ns));
     }
     entry.submit(NO_WAKEUP);
     0
@@ -1329,7 +1443,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             }
         };
         addr_of_mut!((*rec).argv_len).write(argv_len);
-        read_ns(cfg, task, addr_of_mut!((*rec).ns));
+        read_ns(cfg, &task_ptrs(cfg, task), addr_of_mut!((*rec).ns));
     }
     entry.submit(wake_if_asleep(cfg, 1));
     0
@@ -1416,8 +1530,8 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
         start_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
         addr_of_mut!((*rec).cap).write(cap);
         addr_of_mut!((*rec).ret).write(ret);
-        addr_of_mut!((*rec).target).write(read_userns(cfg, target));
-        addr_of_mut!((*rec).cred_ns).write(read_userns(cfg, cred_ns));
+        addr_of_mut!((*rec).target).write(read_userns_at(cfg, target));
+        addr_of_mut!((*rec).cred_ns).write(read_userns_at(cfg, cred_ns));
         addr_of_mut!((*rec).euid).write(kread0(cred, o.cred_euid));
         addr_of_mut!((*rec)._pad).write(0);
     }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use nstrace_common::{ns, Offsets, NO_OFFSET};
+use nstrace_common::{ns, Offsets, Span, NO_OFFSET, SPAN_MAX};
 use thiserror::Error;
 
 /// Where the kernel publishes its BTF.
@@ -485,8 +485,63 @@ impl KernelBtf {
             missing.push("sizeof(struct upid)".into());
             NO_OFFSET
         });
+        spans(&mut o, &mut missing);
         (o, missing)
     }
+}
+
+/// Sets the [`Span`]s through which the programs copy neighbouring fields
+/// in one read. Where a kernel's fields lie too far apart for one, those
+/// fields are listed missing (the programs then read them as zero) rather
+/// than read in a way no kernel was tested with.
+fn spans(o: &mut Offsets, missing: &mut Vec<String>) {
+    let extents = if o.idmap_extent_size == NO_OFFSET || o.idmap_extent == NO_OFFSET {
+        (NO_OFFSET, 0)
+    } else {
+        (o.idmap_extent, 5 * o.idmap_extent_size)
+    };
+    let nsproxy: Vec<(u32, u32)> = o.nsproxy_field.iter().map(|&f| (f, 8)).collect();
+    let mut span = |name: &str, fields: &[(u32, u32)], offsets: &mut [&mut u32]| {
+        Span::covering(fields).unwrap_or_else(|| {
+            missing.push(format!("{name} (fields more than {SPAN_MAX} bytes apart)"));
+            for off in offsets {
+                **off = NO_OFFSET;
+            }
+            Span::NONE
+        })
+    };
+    o.nsproxy_span = span("nsproxy", &nsproxy, &mut []);
+    if o.nsproxy_span == Span::NONE {
+        o.nsproxy_field = [NO_OFFSET; ns::COUNT];
+    }
+    o.userns_span = span(
+        "user_namespace.parent/level/owner",
+        &[
+            (o.userns_parent, 8),
+            (o.userns_level, 4),
+            (o.userns_owner, 4),
+        ],
+        &mut [
+            &mut o.userns_parent,
+            &mut o.userns_level,
+            &mut o.userns_owner,
+        ],
+    );
+    o.cred_ids_span = span(
+        "cred.euid/egid",
+        &[(o.cred_euid, 4), (o.cred_egid, 4)],
+        &mut [&mut o.cred_euid, &mut o.cred_egid],
+    );
+    o.fs_root_span = span(
+        "fs_struct.root",
+        &[(o.fs_root_mnt, 8), (o.fs_root_dentry, 8)],
+        &mut [&mut o.fs_root_mnt, &mut o.fs_root_dentry],
+    );
+    o.idmap_span = span(
+        "uid_gid_map",
+        &[(o.idmap_nr_extents, 4), extents],
+        &mut [&mut o.idmap_nr_extents, &mut o.idmap_extent],
+    );
 }
 
 #[cfg(test)]
@@ -506,6 +561,21 @@ mod tests {
         assert!(o.upid_size >= 16);
         // ns_common is embedded, so inum sits at a small offset in each struct.
         assert!(o.ns_inum.iter().all(|&x| x != NO_OFFSET));
+        // Every group of neighbouring fields is copied in one read.
+        for span in [
+            o.nsproxy_span,
+            o.userns_span,
+            o.cred_ids_span,
+            o.fs_root_span,
+            o.idmap_span,
+        ] {
+            assert!(span.start != NO_OFFSET && span.len > 0, "{o:?}");
+        }
+        // nr_extents, then the five inline extents.
+        assert_eq!(
+            (o.idmap_span.start, o.idmap_span.len),
+            (o.idmap_nr_extents, 64)
+        );
     }
 
     #[test]

@@ -523,8 +523,13 @@ pub struct ArgSpec {
 /// `super_block.s_magic` of nsfs (the files in /proc/PID/ns).
 pub const NSFS_MAGIC: u32 = 0x6e73_6673;
 
-/// Most bytes a [`Span`] covers.
+/// Most bytes a [`Span`] covers (the programs' copy buffers).
 pub const SPAN_MAX: u32 = 64;
+
+/// Most bytes of the spans of two or three fields (`userns_span`,
+/// `cred_ids_span`, `fs_root_span`): their buffers are smaller, because
+/// the syscall programs' 512 bytes of stack hold all of them at once.
+pub const SMALL_SPAN_MAX: u32 = 16;
 
 /// Bytes of a kernel struct that the programs copy with one read, for
 /// several neighbouring fields: each read is a helper call, and the calls
@@ -535,7 +540,7 @@ pub const SPAN_MAX: u32 = 64;
 pub struct Span {
     /// First byte, from the struct's start.
     pub start: u32,
-    /// Length in bytes, at most [`SPAN_MAX`].
+    /// Length in bytes, at most [`SPAN_MAX`] (or [`SMALL_SPAN_MAX`]).
     pub len: u32,
 }
 
@@ -548,10 +553,10 @@ impl Span {
 
     /// The smallest span holding each `(offset, size)` field whose offset
     /// is known, never a byte past them (a struct may end there); `NONE`
-    /// if none is known, `None` if they are more than [`SPAN_MAX`] bytes
-    /// apart or a field is not 4-byte aligned (the programs extract 4- and
+    /// if none is known, `None` if they are more than `max` bytes apart
+    /// or a field is not 4-byte aligned (the programs extract 4- and
     /// 8-byte words).
-    pub fn covering(fields: &[(u32, u32)]) -> Option<Self> {
+    pub fn covering(fields: &[(u32, u32)], max: u32) -> Option<Self> {
         let mut span = Self::NONE;
         let mut end = 0u32;
         for &(off, size) in fields {
@@ -568,7 +573,7 @@ impl Span {
             return Some(Self::NONE);
         }
         span.len = end - span.start;
-        (span.len <= SPAN_MAX).then_some(span)
+        (span.len <= max).then_some(span)
     }
 }
 
@@ -954,17 +959,18 @@ mod tests {
     fn a_span_covers_the_known_fields_and_nothing_past_them() {
         // nsproxy on 6.x: count, then eight pointers; time_ns unknown here.
         let fields = [(8, 8), (16, 8), (NO_OFFSET, 8), (64, 8)];
-        assert_eq!(Span::covering(&fields), Some(Span { start: 8, len: 64 }));
-        assert_eq!(
-            Span::covering(&[(24, 4), (20, 4)]),
-            Some(Span { start: 20, len: 8 })
-        );
-        assert_eq!(Span::covering(&[(NO_OFFSET, 8)]), Some(Span::NONE));
-        assert_eq!(Span::covering(&[]), Some(Span::NONE));
+        let nsproxy = Some(Span { start: 8, len: 64 });
+        assert_eq!(Span::covering(&fields, SPAN_MAX), nsproxy);
+        let ids = Some(Span { start: 20, len: 8 });
+        assert_eq!(Span::covering(&[(24, 4), (20, 4)], SMALL_SPAN_MAX), ids);
+        let none = Some(Span::NONE);
+        assert_eq!(Span::covering(&[(NO_OFFSET, 8)], SPAN_MAX), none);
+        assert_eq!(Span::covering(&[], SPAN_MAX), none);
         // Too far apart for one read, or not word-aligned: no span.
-        assert_eq!(Span::covering(&[(0, 8), (SPAN_MAX, 4)]), None);
-        assert_eq!(Span::covering(&[(2, 4)]), None);
-        assert_eq!(Span::covering(&[(NO_OFFSET - 3, 8)]), None);
+        assert_eq!(Span::covering(&fields, SMALL_SPAN_MAX), None);
+        assert_eq!(Span::covering(&[(0, 8), (SPAN_MAX, 4)], SPAN_MAX), None);
+        assert_eq!(Span::covering(&[(2, 4)], SPAN_MAX), None);
+        assert_eq!(Span::covering(&[(NO_OFFSET - 3, 8)], SPAN_MAX), None);
     }
 
     #[test]

@@ -27,8 +27,8 @@ use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
     IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, Span, SyscallRecord,
     TaskState, UserNsInfo, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
-    MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, SPAN_MAX,
-    STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS,
+    MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, SMALL_SPAN_MAX,
+    SPAN_MAX, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS,
     WALK_REQUEST,
 };
 
@@ -113,7 +113,9 @@ fn kread0<T: Copy>(base: u64, off: u32) -> T {
 /// follows each step apart, every branch multiplies the states it keeps.
 #[inline(always)]
 fn kread_at<T: Copy>(addr: u64) -> T {
-    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    // Not `zeroed()`: for a bigger T that is a call to memset, and no
+    // program may make a call (see `opaque_zero`).
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
     // SAFETY: the helper checks the source address and zeroes the
     // destination when the read fails (a read of address 0 always does).
     unsafe {
@@ -126,54 +128,47 @@ fn kread_at<T: Copy>(addr: u64) -> T {
     }
 }
 
-/// Words in a [`read_span`] block.
+/// Words of a [`read_span`] copy of up to [`SPAN_MAX`] bytes.
 const SPAN_WORDS: usize = (SPAN_MAX / 8) as usize;
+/// Words of a copy of up to [`SMALL_SPAN_MAX`] bytes.
+const SMALL_SPAN_WORDS: usize = (SMALL_SPAN_MAX / 8) as usize;
 
-/// A copy of a [`Span`] of a kernel struct.
-type Block = [u64; SPAN_WORDS];
-
-/// Copies `span` of the struct at `base` with one read (the neighbouring
-/// fields a program needs, as one helper call instead of one each); zeros
-/// where either is unknown or the read faults. Bytes past `span.len` are
-/// left as they were: only fields inside the span are taken out.
+/// Copies `span` of the struct at `base` with one read into `N` words
+/// (a power of two): the neighbouring fields a program needs, as one
+/// helper call instead of one each. Zeros where either is unknown or the
+/// read faults; the second value is 0 then too, else 1. Bytes past
+/// `span.len` keep their zeros: only fields inside the span are taken out.
 #[inline(always)]
-fn read_span(base: u64, span: &Span) -> Block {
-    try_read_span(base, span).0
-}
-
-/// [`read_span`], and whether the read succeeded (0 if not).
-#[inline(always)]
-fn try_read_span(base: u64, span: &Span) -> (Block, u64) {
+fn read_span<const N: usize>(base: u64, span: &Span) -> ([u64; N], u64) {
     let z = opaque_zero();
-    let mut block = [z; SPAN_WORDS];
+    let mut block = [z; N];
     let addr = if base == 0 || span.start == NO_OFFSET {
         0
     } else {
         base + span.start as u64
     };
-    let len = if span.len > SPAN_MAX {
-        SPAN_MAX
-    } else {
-        span.len
-    };
-    // SAFETY: at most SPAN_MAX bytes into the block; the helper checks the
-    // source and zeroes what it could not read.
+    let max = (N * 8) as u32;
+    let len = if span.len > max { max } else { span.len };
+    // SAFETY: at most N words into the block; the helper checks the source
+    // and zeroes what it could not read.
     let ret = unsafe { bpf_probe_read_kernel(block.as_mut_ptr().cast(), len, addr as *const _) };
     (block, 1 ^ nonzero(ret as u64))
 }
 
 /// The `i`th 4-byte word of `block` (masked into it).
 #[inline(always)]
-fn block_u32(block: &Block, i: u32) -> u32 {
-    // SAFETY: a Block is 2 * SPAN_WORDS u32s, u64-aligned.
-    let words: &[u32; 2 * SPAN_WORDS] = unsafe { &*block.as_ptr().cast() };
-    words[(i as usize) & (2 * SPAN_WORDS - 1)]
+fn block_u32<const N: usize>(block: &[u64; N], i: u32) -> u32 {
+    let w = block[(i as usize / 2) & (N - 1)];
+    // The word's first four bytes in memory are its low half on a
+    // little-endian machine, its high half on a big-endian one.
+    let first_half_shift = if cfg!(target_endian = "big") { 32 } else { 0 };
+    (w >> (((i & 1) * 32) ^ first_half_shift)) as u32
 }
 
 /// The `u32` at byte `off` of the struct whose `span` is in `block`; zero
 /// if `off` is unknown. Userspace made the span hold every known field.
 #[inline(always)]
-fn span_u32(block: &Block, span: &Span, off: u32) -> u32 {
+fn span_u32<const N: usize>(block: &[u64; N], span: &Span, off: u32) -> u32 {
     if off == NO_OFFSET {
         return 0;
     }
@@ -183,7 +178,7 @@ fn span_u32(block: &Block, span: &Span, off: u32) -> u32 {
 /// The `u64` at byte `off` (4-byte aligned) of the struct whose `span` is
 /// in `block`; zero if `off` is unknown.
 #[inline(always)]
-fn span_u64(block: &Block, span: &Span, off: u32) -> u64 {
+fn span_u64<const N: usize>(block: &[u64; N], span: &Span, off: u32) -> u64 {
     if off == NO_OFFSET {
         return 0;
     }
@@ -247,7 +242,7 @@ fn active_pid_ns(cfg: &Config, task: u64) -> u64 {
 fn read_userns(cfg: &Config, ns: u64, inum: u32) -> UserNsInfo {
     let o = &cfg.offsets;
     let s = &o.userns_span;
-    let b = read_span(ns, s);
+    let (b, _) = read_span::<SMALL_SPAN_WORDS>(ns, s);
     UserNsInfo {
         inum,
         level: span_u32(&b, s, o.userns_level),
@@ -280,9 +275,11 @@ fn owner_inum(cfg: &Config, t: &TaskPtrs, ns: u64, field: u32) -> u32 {
 #[inline(always)]
 fn read_idmap(cfg: &Config, map: u64) -> IdMap {
     let o = &cfg.offsets;
+    let z = opaque_zero() as u32;
     let mut out = IdMap {
         nr_extents: u32::MAX,
-        ..IdMap::default()
+        lower: [z; 5],
+        count: [z; 5],
     };
     let s = &o.idmap_span;
     if map == 0
@@ -292,7 +289,7 @@ fn read_idmap(cfg: &Config, map: u64) -> IdMap {
     {
         return out;
     }
-    let (raw, ok) = try_read_span(map, s);
+    let (raw, ok) = read_span::<SPAN_WORDS>(map, s);
     if ok == 0 {
         return out;
     }
@@ -309,8 +306,8 @@ fn read_idmap(cfg: &Config, map: u64) -> IdMap {
     out
 }
 
-/// The pointers that [`read_ns`] and [`read_state`] both start from, read
-/// once: kernel reads are most of what the syscall programs cost.
+/// What [`read_state`] starts from, read by [`read_ns`] on its way: kernel
+/// reads are most of what the syscall programs cost.
 struct TaskPtrs {
     task: u64,
     cred: u64,
@@ -319,34 +316,8 @@ struct TaskPtrs {
     user_inum: u32,
     /// The task's active pid namespace (not its nsproxy's for-children one).
     pid_ns: u64,
-    /// The `nsproxy` fields of [`Offsets::nsproxy_span`].
-    proxy: Block,
-}
-
-/// Reads [`TaskPtrs`] of `task`.
-#[inline(always)]
-fn task_ptrs(cfg: &Config, task: u64) -> TaskPtrs {
-    let o = &cfg.offsets;
-    let cred: u64 = kread0(task, o.task_real_cred);
-    let user_ns: u64 = kread0(cred, o.cred_user_ns);
-    let nsproxy: u64 = kread0(task, o.task_nsproxy);
-    TaskPtrs {
-        task,
-        cred,
-        user_ns,
-        user_inum: kread0(user_ns, o.ns_inum[ns::USER]),
-        pid_ns: active_pid_ns(cfg, task),
-        proxy: read_span(nsproxy, &o.nsproxy_span),
-    }
-}
-
-impl TaskPtrs {
-    /// The task's namespace in slot `i` (an nsproxy one: not user or pid).
-    #[inline(always)]
-    fn nsproxy_ns(&self, cfg: &Config, i: usize) -> u64 {
-        let o = &cfg.offsets;
-        span_u64(&self.proxy, &o.nsproxy_span, o.nsproxy_field[i])
-    }
+    mnt_ns: u64,
+    net_ns: u64,
 }
 
 /// Fills `out` with what explanations need to know about the task.
@@ -354,9 +325,8 @@ impl TaskPtrs {
 fn read_state(cfg: &Config, t: &TaskPtrs, out: *mut TaskState) {
     let o = &cfg.offsets;
     let signal: u64 = kread0(t.task, o.task_signal);
-    let mnt_ns = t.nsproxy_ns(cfg, ns::MNT);
-    let net_ns = t.nsproxy_ns(cfg, ns::NET);
-    let ids = read_span(t.cred, &o.cred_ids_span);
+    let (mnt_ns, net_ns) = (t.mnt_ns, t.net_ns);
+    let (ids, _) = read_span::<SMALL_SPAN_WORDS>(t.cred, &o.cred_ids_span);
     // SAFETY: `out` points into a map value or scratch slot.
     unsafe {
         addr_of_mut!((*out).user_ns).write(read_userns(cfg, t.user_ns, t.user_inum));
@@ -391,7 +361,7 @@ const ROOT_WALK: u32 = 8;
 fn read_root(cfg: &Config, task: u64, mnt_ns: u64) -> RootState {
     let o = &cfg.offsets;
     let fs: u64 = kread0(task, o.task_fs);
-    let root = read_span(fs, &o.fs_root_span);
+    let (root, _) = read_span::<SMALL_SPAN_WORDS>(fs, &o.fs_root_span);
     let vfs = span_u64(&root, &o.fs_root_span, o.fs_root_mnt);
     let dentry = span_u64(&root, &o.fs_root_span, o.fs_root_dentry);
     let ns_root: u64 = kread0(mnt_ns, o.mntns_root);
@@ -437,22 +407,43 @@ fn traced_caller(cfg: &Config, nr: u64) -> Option<(u32, u32)> {
     is_tracked(cfg, pid).then_some((pid, tid))
 }
 
-/// Fills `out` with the namespace inode numbers of the task.
+/// Fills `out` with the namespace inode numbers of `task`, and returns
+/// the pointers [`read_state`] starts from.
 #[inline(always)]
-fn read_ns(cfg: &Config, t: &TaskPtrs, out: *mut NsIds) {
+fn read_ns(cfg: &Config, task: u64, out: *mut NsIds) -> TaskPtrs {
     let o = &cfg.offsets;
-    let mut ids = NsIds::default();
+    let cred: u64 = kread0(task, o.task_real_cred);
+    let user_ns: u64 = kread0(cred, o.cred_user_ns);
+    let nsproxy: u64 = kread0(task, o.task_nsproxy);
+    let user_inum: u32 = kread0(user_ns, o.ns_inum[ns::USER]);
+    let pid_ns = active_pid_ns(cfg, task);
+    let s = &o.nsproxy_span;
+    let (proxy, _) = read_span::<SPAN_WORDS>(nsproxy, s);
+    let z = opaque_zero() as u32;
+    let mut ids = NsIds {
+        inum: [z; ns::COUNT],
+    };
     let mut i = 0;
     while i < ns::COUNT {
         if i != ns::USER && i != ns::PID {
-            ids.inum[i] = kread0(t.nsproxy_ns(cfg, i), o.ns_inum[i]);
+            let nsp = span_u64(&proxy, s, o.nsproxy_field[i]);
+            ids.inum[i] = kread0(nsp, o.ns_inum[i]);
         }
         i += 1;
     }
-    ids.inum[ns::USER] = t.user_inum;
-    ids.inum[ns::PID] = kread0(t.pid_ns, o.ns_inum[ns::PID]);
+    ids.inum[ns::USER] = user_inum;
+    ids.inum[ns::PID] = kread0(pid_ns, o.ns_inum[ns::PID]);
     // SAFETY: `out` points into a ring-buffer reservation or map value.
     unsafe { out.write(ids) };
+    TaskPtrs {
+        task,
+        cred,
+        user_ns,
+        user_inum,
+        pid_ns,
+        mnt_ns: span_u64(&proxy, s, o.nsproxy_field[ns::MNT]),
+        net_ns: span_u64(&proxy, s, o.nsproxy_field[ns::NET]),
+    }
 }
 
 /// Argument `which` (1-based, as in [`ArgSpec`]); `None` for 0 or out of
@@ -1074,8 +1065,7 @@ fn on_enter(cfg: &Config, nr: u64, args: impl FnOnce() -> [u64; 6]) {
             z,
         ];
         addr_of_mut!((*rec).args).write([args[0], args[1], args[2], args[3], args[4], args[5]]);
-        let t = task_ptrs(cfg, current_task());
-        read_ns(cfg, &t, addr_of_mut!((*rec).ns_before));
+        let t = read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
         read_state(cfg, &t, addr_of_mut!((*rec).state));
         capture_strings(spec, &args, rec);
         capture_blob(spec, &args, rec);
@@ -1227,8 +1217,7 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
                 addr_of_mut!((*rec).fd_ns_type).write(z as u32);
                 addr_of_mut!((*rec).fd_ns_level).write(z as u32);
                 addr_of_mut!((*rec).cap_repeats).write(z as u32);
-                let t = task_ptrs(cfg, current_task());
-                read_ns(cfg, &t, addr_of_mut!((*rec).ns_before));
+                let t = read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_before));
                 read_state(cfg, &t, addr_of_mut!((*rec).state));
             }
             rec
@@ -1245,11 +1234,7 @@ fn on_exit(cfg: &Config, nr: u64, ret: i64) {
         if (*rec).flags & SYSCALL_NS_UNCHANGED != 0 {
             addr_of_mut!((*rec).ns_after).write((*rec).ns_before);
         } else {
-            read_ns(
-                cfg,
-                &task_ptrs(cfg, current_task()),
-                addr_of_mut!((*rec).ns_after),
-            );
+            read_ns(cfg, current_task(), addr_of_mut!((*rec).ns_after));
         }
         let lost = take_lost();
         addr_of_mut!((*rec).header.lost_before).write(lost);
@@ -1329,7 +1314,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         start_header(addr_of_mut!((*rec).header), RecordKind::Fork, pid, tid);
         addr_of_mut!((*rec).child_pid).write(child_pid);
         addr_of_mut!((*rec).child_tid).write(child_tid);
-        read_ns(cfg, &task_ptrs(cfg, child), addr_of_mut!((*rec).child_ns));
+        read_ns(cfg, child, addr_of_mut!((*rec).child_ns));
     }
     entry.submit(NO_WAKEUP);
     0
@@ -1443,7 +1428,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             }
         };
         addr_of_mut!((*rec).argv_len).write(argv_len);
-        read_ns(cfg, &task_ptrs(cfg, task), addr_of_mut!((*rec).ns));
+        read_ns(cfg, task, addr_of_mut!((*rec).ns));
     }
     entry.submit(wake_if_asleep(cfg, 1));
     0

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use nstrace_common::{ns, Offsets, Span, NO_OFFSET, SPAN_MAX};
+use nstrace_common::{ns, Offsets, Span, NO_OFFSET, SMALL_SPAN_MAX, SPAN_MAX};
 use thiserror::Error;
 
 /// Where the kernel publishes its BTF.
@@ -501,21 +501,22 @@ fn spans(o: &mut Offsets, missing: &mut Vec<String>) {
         (o.idmap_extent, 5 * o.idmap_extent_size)
     };
     let nsproxy: Vec<(u32, u32)> = o.nsproxy_field.iter().map(|&f| (f, 8)).collect();
-    let mut span = |name: &str, fields: &[(u32, u32)], offsets: &mut [&mut u32]| {
-        Span::covering(fields).unwrap_or_else(|| {
-            missing.push(format!("{name} (fields more than {SPAN_MAX} bytes apart)"));
+    let mut span = |name: &str, max: u32, fields: &[(u32, u32)], offsets: &mut [&mut u32]| {
+        Span::covering(fields, max).unwrap_or_else(|| {
+            missing.push(format!("{name} (fields more than {max} bytes apart)"));
             for off in offsets {
                 **off = NO_OFFSET;
             }
             Span::NONE
         })
     };
-    o.nsproxy_span = span("nsproxy", &nsproxy, &mut []);
+    o.nsproxy_span = span("nsproxy", SPAN_MAX, &nsproxy, &mut []);
     if o.nsproxy_span == Span::NONE {
         o.nsproxy_field = [NO_OFFSET; ns::COUNT];
     }
     o.userns_span = span(
         "user_namespace.parent/level/owner",
+        SMALL_SPAN_MAX,
         &[
             (o.userns_parent, 8),
             (o.userns_level, 4),
@@ -529,16 +530,19 @@ fn spans(o: &mut Offsets, missing: &mut Vec<String>) {
     );
     o.cred_ids_span = span(
         "cred.euid/egid",
+        SMALL_SPAN_MAX,
         &[(o.cred_euid, 4), (o.cred_egid, 4)],
         &mut [&mut o.cred_euid, &mut o.cred_egid],
     );
     o.fs_root_span = span(
         "fs_struct.root",
+        SMALL_SPAN_MAX,
         &[(o.fs_root_mnt, 8), (o.fs_root_dentry, 8)],
         &mut [&mut o.fs_root_mnt, &mut o.fs_root_dentry],
     );
     o.idmap_span = span(
         "uid_gid_map",
+        SPAN_MAX,
         &[(o.idmap_nr_extents, 4), extents],
         &mut [&mut o.idmap_nr_extents, &mut o.idmap_extent],
     );
@@ -572,7 +576,7 @@ mod tests {
             assert!(span.start != NO_OFFSET && span.len > 0, "{o:?}");
         }
         // nr_extents and the five inline extents, one 64-byte read wherever
-        // the kernel puts nr_extents (after the extents on this one).
+        // the kernel puts nr_extents (after the extents on 6.18).
         let s = o.idmap_span;
         assert_eq!(s.len, 64, "{s:?}");
         for f in [o.idmap_nr_extents, o.idmap_extent] {

@@ -741,7 +741,7 @@ pub struct Offsets {
     pub cred_ids_span: Span,
     /// `fs_struct.root` (`mnt` and `dentry`).
     pub fs_root_span: Span,
-    /// A `uid_gid_map`'s `nr_extents` and inline extents.
+    /// A `uid_gid_map`'s inline extents.
     pub idmap_span: Span,
 }
 

@@ -290,13 +290,16 @@ fn read_idmap(cfg: &Config, map: u64) -> IdMap {
         return out;
     }
     let (raw, ok) = read_span::<SPAN_WORDS>(map, s);
+    let Some(nr) = kread::<u32>(map, o.idmap_nr_extents) else {
+        return out;
+    };
     if ok == 0 {
         return out;
     }
     let stride = o.idmap_extent_size / 4;
     let first = o.idmap_extent.wrapping_sub(s.start) / 4;
     let (lo, cnt) = (o.extent_lower_first / 4, o.extent_count / 4);
-    out.nr_extents = span_u32(&raw, s, o.idmap_nr_extents);
+    out.nr_extents = nr;
     let mut i = 0u32;
     while i < 5 {
         out.lower[i as usize] = block_u32(&raw, first + i * stride + lo);

@@ -1518,8 +1518,15 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
         start_header(addr_of_mut!((*rec).header), RecordKind::Cap, pid, tid);
         addr_of_mut!((*rec).cap).write(cap);
         addr_of_mut!((*rec).ret).write(ret);
-        addr_of_mut!((*rec).target).write(read_userns_at(cfg, target));
-        addr_of_mut!((*rec).cred_ns).write(read_userns_at(cfg, cred_ns));
+        let target_ns = read_userns_at(cfg, target);
+        addr_of_mut!((*rec).target).write(target_ns);
+        // Mostly the same namespace: a check in the caller's own.
+        let cred_ns = if cred_ns == target {
+            target_ns
+        } else {
+            read_userns_at(cfg, cred_ns)
+        };
+        addr_of_mut!((*rec).cred_ns).write(cred_ns);
         addr_of_mut!((*rec).euid).write(kread0(cred, o.cred_euid));
         addr_of_mut!((*rec)._pad).write(0);
     }

@@ -393,28 +393,27 @@ pub fn mnt_ns_of(pid: u32) -> Option<u32> {
 #[derive(Debug)]
 pub struct LiveTable {
     mountinfo: std::fs::File,
-    /// The namespace (`/proc/PID/ns/mnt`), if it could be opened. It holds
-    /// the namespace and none of its mounts.
-    pub ns: Option<std::fs::File>,
+    /// The namespace (`/proc/PID/ns/mnt`). It holds the namespace and none
+    /// of its mounts.
+    pub ns: std::fs::File,
     /// The process.
     pid: u32,
 }
 
 impl LiveTable {
     /// Opens the table of `pid`'s mount namespace if that is `mnt_ns`;
-    /// `None` if it is gone or another. The namespace is checked first
-    /// ([`mnt_ns_of`]), then the table opened at once: a process that exits
-    /// right after is still read.
+    /// `None` if it is gone or another. The namespace file is opened and
+    /// checked first (its inode number is the namespace's), then the table
+    /// opened at once: a process that exits right after is still read.
+    /// (One path walk under `/proc/PID` fewer than a `readlink` first.)
     pub fn open(pid: u32, mnt_ns: u32) -> Option<Self> {
-        if mnt_ns_of(pid) != Some(mnt_ns) {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+        if ns.metadata().ok()?.ino() != u64::from(mnt_ns) {
             return None;
         }
         let mountinfo = std::fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
-        Some(Self {
-            mountinfo,
-            ns: std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok(),
-            pid,
-        })
+        Some(Self { mountinfo, ns, pid })
     }
 
     /// The mounts, as the kernel lists them.

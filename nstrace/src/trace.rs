@@ -521,11 +521,7 @@ impl Pipeline {
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
-        let walked = live
-            .ns
-            .as_ref()
-            .and_then(|ns| prober.walk(ns.as_fd()))
-            .filter(|w| w.mnt_ns == mnt_ns);
+        let walked = prober.walk(live.ns.as_fd()).filter(|w| w.mnt_ns == mnt_ns);
         if let Some(mut w) = walked {
             crate::mounts::add_kernel_flags(mounts, &mut w.mounts);
             if w.complete {

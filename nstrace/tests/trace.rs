@@ -1073,9 +1073,8 @@ fn a_table_opened_while_its_process_lives_reads_after_it_exits() {
         ("tmpfs", "nstrace-live")
     );
     // The namespace's own file still names it.
-    let ns = live.ns.as_ref().expect("its nsfs file");
     assert_eq!(
-        std::os::unix::fs::MetadataExt::ino(&ns.metadata().expect("fstat")),
+        std::os::unix::fs::MetadataExt::ino(&live.ns.metadata().expect("fstat")),
         u64::from(mnt_ns)
     );
     let fd = nstrace::mounts::open_under(&root, "/mnt").expect("/mnt under its root");

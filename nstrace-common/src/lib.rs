@@ -528,7 +528,8 @@ pub const SPAN_MAX: u32 = 64;
 
 /// Most bytes of the spans of two or three fields (`userns_span`,
 /// `cred_ids_span`, `fs_root_span`): their buffers are smaller, because
-/// the syscall programs' 512 bytes of stack hold all of them at once.
+/// they share the syscall programs' 512 bytes of stack with everything
+/// else those programs hold.
 pub const SMALL_SPAN_MAX: u32 = 16;
 
 /// Bytes of a kernel struct that the programs copy with one read, for

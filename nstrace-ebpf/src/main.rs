@@ -136,8 +136,10 @@ const SMALL_SPAN_WORDS: usize = (SMALL_SPAN_MAX / 8) as usize;
 /// Copies `span` of the struct at `base` with one read into `N` words
 /// (a power of two): the neighbouring fields a program needs, as one
 /// helper call instead of one each. Zeros where either is unknown or the
-/// read faults; the second value is 0 then too, else 1. Bytes past
-/// `span.len` keep their zeros: only fields inside the span are taken out.
+/// read faults; the second value is 0 if the read faulted (as it does for
+/// an unknown `base`), else 1 (an empty span reads nothing and succeeds).
+/// Bytes past `span.len` keep their zeros: only fields inside the span are
+/// taken out.
 #[inline(always)]
 fn read_span<const N: usize>(base: u64, span: &Span) -> ([u64; N], u64) {
     let z = opaque_zero();
@@ -270,8 +272,9 @@ fn owner_inum(cfg: &Config, t: &TaskPtrs, ns: u64, field: u32) -> u32 {
     read | (t.user_inum & (other as u32).wrapping_sub(1))
 }
 
-/// Copies the inline extents of the uid_gid_map at `map` (one read, then
-/// straight-line extraction: no branches for the verifier to multiply).
+/// Copies the inline extents of the uid_gid_map at `map` (two reads, the
+/// extents' span and `nr_extents`, then straight-line extraction: no
+/// branches for the verifier to multiply).
 #[inline(always)]
 fn read_idmap(cfg: &Config, map: u64) -> IdMap {
     let o = &cfg.offsets;
@@ -1521,12 +1524,12 @@ fn emit_cap(cred: u64, target: u64, cap: i32, ret: i32) {
         let target_ns = read_userns_at(cfg, target);
         addr_of_mut!((*rec).target).write(target_ns);
         // Mostly the same namespace: a check in the caller's own.
-        let cred_ns = if cred_ns == target {
+        let cred_ns_info = if cred_ns == target {
             target_ns
         } else {
             read_userns_at(cfg, cred_ns)
         };
-        addr_of_mut!((*rec).cred_ns).write(cred_ns);
+        addr_of_mut!((*rec).cred_ns).write(cred_ns_info);
         addr_of_mut!((*rec).euid).write(kread0(cred, o.cred_euid));
         addr_of_mut!((*rec)._pad).write(0);
     }

@@ -201,7 +201,7 @@ fn runtimes_up(root: &Path) -> Result<()> {
     for (name, value) in session.env() {
         println!("export {name}={}", shell_quote(OsStr::new(&value)));
     }
-    Ok(())
+    session.keep()
 }
 
 /// Sets up the container runtimes (as root), runs the tests with their

@@ -103,6 +103,8 @@ pub struct Layout {
     data_root: PathBuf,
     exec_root: PathBuf,
     pidfile: PathBuf,
+    /// Present while `cargo xtask runtimes up` keeps dockerd for a developer.
+    kept: PathBuf,
     log: PathBuf,
     daemon_json: PathBuf,
     podman_root: PathBuf,
@@ -120,6 +122,7 @@ impl Layout {
             data_root: docker.join("data"),
             exec_root: docker.join("exec"),
             pidfile: docker.join("dockerd.pid"),
+            kept: docker.join("kept-by-runtimes-up"),
             log: docker.join("dockerd.log"),
             daemon_json: docker.join("daemon.json"),
             podman_root: dir.join("podman"),
@@ -487,13 +490,21 @@ fn log_tail(layout: &Layout) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// Starts the private dockerd unless it already runs; returns whether it
-/// was started here (and so should be stopped by the caller).
+/// Starts the private dockerd unless it already runs; returns whether the
+/// caller should stop it: it was started here, or left running by a run
+/// that was killed (no `runtimes up` keeps it), which would otherwise
+/// outlive every later run.
 fn start_dockerd(layout: &Layout) -> Result<bool> {
     if let Some(pid) = dockerd_pid(layout) {
         wait_ready(layout, pid)?;
-        println!("xtask: the private dockerd (pid {pid}) already runs");
-        return Ok(false);
+        let kept = layout.kept.exists();
+        let whose = if kept {
+            "kept by `cargo xtask runtimes up`"
+        } else {
+            "left by an interrupted run; stopped at the end"
+        };
+        println!("xtask: the private dockerd (pid {pid}) already runs ({whose})");
+        return Ok(!kept);
     }
     if docker_answers(layout) {
         bail!(
@@ -501,8 +512,10 @@ fn start_dockerd(layout: &Layout) -> Result<bool> {
             layout.pidfile.display()
         );
     }
-    // A stale pid file makes dockerd refuse to start.
+    // A stale pid file makes dockerd refuse to start; a stale mark (from
+    // before a reboot) would keep a later run's leftover.
     let _ = fs::remove_file(&layout.pidfile);
+    let _ = fs::remove_file(&layout.kept);
     for dir in [&layout.data_root, &layout.exec_root] {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -607,6 +620,7 @@ fn stop_dockerd(layout: &Layout) -> Result<()> {
 /// A running set-up.
 pub struct Session {
     layout: Layout,
+    /// dockerd was started (or adopted) by this session.
     started_dockerd: bool,
 }
 
@@ -614,6 +628,12 @@ impl Session {
     /// The variables the tests read.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         self.layout.env()
+    }
+
+    /// Keeps dockerd running after this process, until `runtimes down`.
+    pub fn keep(self) -> Result<()> {
+        fs::write(&self.layout.kept, "")
+            .with_context(|| format!("cannot create {}", self.layout.kept.display()))
     }
 
     /// Stops dockerd if this session started it.
@@ -657,5 +677,7 @@ pub fn up(workspace: &Path) -> Result<Session> {
 /// Stops the private dockerd (the files stay, for the next `up`).
 pub fn down(workspace: &Path) -> Result<()> {
     require_root("stopping the private dockerd")?;
-    stop_dockerd(&Layout::new(workspace))
+    let layout = Layout::new(workspace);
+    let _ = fs::remove_file(&layout.kept);
+    stop_dockerd(&layout)
 }

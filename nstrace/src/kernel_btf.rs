@@ -510,10 +510,8 @@ fn spans(o: &mut Offsets, missing: &mut Vec<String>) {
             Span::NONE
         })
     };
-    o.nsproxy_span = span("nsproxy", SPAN_MAX, &nsproxy, &mut []);
-    if o.nsproxy_span == Span::NONE {
-        o.nsproxy_field = [NO_OFFSET; ns::COUNT];
-    }
+    let mut nsproxy_fields: Vec<&mut u32> = o.nsproxy_field.iter_mut().collect();
+    o.nsproxy_span = span("nsproxy", SPAN_MAX, &nsproxy, &mut nsproxy_fields);
     o.userns_span = span(
         "user_namespace.parent/level/owner",
         SMALL_SPAN_MAX,

@@ -405,7 +405,7 @@ impl LiveTable {
     /// `None` if it is gone or another. The namespace file is opened and
     /// checked first (its inode number is the namespace's), then the table
     /// opened at once: a process that exits right after is still read.
-    /// (One path walk under `/proc/PID` fewer than a `readlink` first.)
+    /// (fstat of the open file walks no path, as a `readlink` would.)
     pub fn open(pid: u32, mnt_ns: u32) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;

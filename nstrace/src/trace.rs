@@ -319,6 +319,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         launched,
         scope: opts.scope,
         poll_every: opts.poll_every,
+        ring_bytes: opts.ring_bytes as usize,
         pipeline: Pipeline {
             prober,
             decoder,
@@ -329,6 +330,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             broken: false,
             write_error: None,
             redact: opts.redact,
+            urgent: 0,
             own_table: crate::mounts::mnt_ns_of(std::process::id()).and_then(|ns| {
                 crate::mounts::OwnTable::open()
                     .inspect_err(|e| eprintln!("nstrace: cannot read its own mount table: {e}"))
@@ -359,6 +361,42 @@ struct Pipeline {
     redact: bool,
     /// nstrace's own mount namespace and its table.
     own_table: Option<(u32, crate::mounts::OwnTable)>,
+    /// Urgent records fed since the last [`Pipeline::drain`] began.
+    urgent: usize,
+}
+
+/// What one read of the ring buffer found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Drained {
+    /// Records read.
+    records: usize,
+    /// Of them, those the programs wake a sleeping reader for (a failed
+    /// call, a namespace change, an exec): what polling is for.
+    urgent: usize,
+    /// Their bytes.
+    bytes: usize,
+}
+
+/// Whether a read that found `d` keeps the reader polling (or, from the
+/// tick, starts it): an urgent record came, or records come fast enough to
+/// fill half of the `ring_bytes` ring buffer in `reads_per_tick` reads like
+/// this one (by the next tick, when the reader sleeps). Other records (a
+/// fork or an exit anywhere on the system, with `--all`) wait for the tick:
+/// polling on them kept the reader waking every `--poll-interval` for as
+/// long as any process forked every 20 ms.
+fn keeps_polling(d: Drained, ring_bytes: usize, reads_per_tick: usize) -> bool {
+    d.urgent > 0 || d.bytes.saturating_mul(reads_per_tick) >= ring_bytes / 2
+}
+
+/// Whether the programs wake a sleeping reader for `ev` (mirrors their
+/// `wake_flag` and `wake_if_asleep`): an exec, a failed call, or one that
+/// changed the caller's namespaces.
+fn is_urgent(ev: &Event) -> bool {
+    match &ev.kind {
+        EventKind::Exec { .. } => true,
+        EventKind::Syscall(sc) => sc.ret < 0 || sc.ns_before.is_some_and(|b| b != sc.ns),
+        _ => false,
+    }
 }
 
 impl Pipeline {
@@ -377,6 +415,7 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut ev: Event) {
+        self.urgent += usize::from(is_urgent(&ev));
         if self.redact {
             crate::redact::event(&mut ev);
         }
@@ -553,13 +592,16 @@ impl Pipeline {
         }
     }
 
-    /// Feeds every record in `ring`; returns how many there were.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
-        let mut n = 0;
+    /// Feeds every record in `ring`; says what there was.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Drained {
+        let mut d = Drained::default();
+        self.urgent = 0;
         while let Some(item) = ring.next() {
+            d.bytes += item.len();
             self.feed(&item);
-            n += 1;
+            d.records += 1;
         }
+        d.urgent = std::mem::take(&mut self.urgent);
         // One flush per batch, not per event: a reader (a pipe, `tail -f`)
         // still sees every event as soon as the batch that holds it is done.
         if !self.broken {
@@ -567,12 +609,16 @@ impl Pipeline {
                 self.output_failed(&e);
             }
         }
-        n
+        d
     }
 }
 
-/// How long the polls in a row find nothing before the reader sleeps again.
+/// How long the polls in a row find nothing urgent before the reader
+/// sleeps again.
 const IDLE_BEFORE_SLEEP: Duration = Duration::from_millis(20);
+
+/// How often a sleeping reader reads the records that woke nobody.
+const TICK: Duration = Duration::from_millis(100);
 
 struct Session {
     probes: Probes,
@@ -581,6 +627,8 @@ struct Session {
     pipeline: Pipeline,
     /// How often to poll once woken (`--poll-interval`).
     poll_every: Duration,
+    /// The ring buffer's size.
+    ring_bytes: usize,
 }
 
 /// How the event loop ended.
@@ -614,12 +662,14 @@ impl Session {
             }
             None => None,
         };
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(TICK);
         let mut forwarded: Option<i32> = None;
         let mut last_check = Instant::now();
         // An urgent record (a failure, a namespace change, an exec) wakes a
-        // sleeping reader, which then polls every `poll_every` until records
-        // stop coming; meanwhile the programs do not wake it. A burst costs
+        // sleeping reader, which then polls every `poll_every` until urgent
+        // records stop coming (or records stop coming fast enough to fill
+        // the ring buffer by the next tick); meanwhile the programs do not
+        // wake it. A burst costs
         // the traced tasks one wakeup (a self-IPI), not one per record.
         // The default (250 us) is well under the few milliseconds a
         // short-lived command lives after creating a namespace, whose table
@@ -628,6 +678,9 @@ impl Session {
             u32::try_from(IDLE_BEFORE_SLEEP.as_micros() / self.poll_every.as_micros().max(1))
                 .unwrap_or(u32::MAX)
                 .max(1);
+        let polls_per_tick = usize::try_from(TICK.as_micros() / self.poll_every.as_micros().max(1))
+            .unwrap_or(usize::MAX)
+            .max(1);
         let timer = crate::timer::TimerFd::new()?;
         // SAFETY: the AsyncFd owns the timer, and so its descriptor.
         let poll = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
@@ -652,9 +705,11 @@ impl Session {
                     let mut guard = guard?;
                     guard.get_inner().take()?;
                     guard.clear_ready();
-                    let idle = match self.pipeline.drain(ring.get_mut()) {
-                        0 => polling.map_or(1, |n| n + 1),
-                        _ => 0,
+                    let found = self.pipeline.drain(ring.get_mut());
+                    let idle = if keeps_polling(found, self.ring_bytes, polls_per_tick) {
+                        0
+                    } else {
+                        polling.map_or(1, |n| n + 1)
                     };
                     polling = Some(idle);
                     if idle >= polls_before_sleep {
@@ -692,8 +747,14 @@ impl Session {
                 }
                 _ = tick.tick() => {
                     // Records submitted without a wakeup (capability checks,
-                    // forks) whose follower has not come yet.
-                    self.pipeline.drain(ring.get_mut());
+                    // forks) whose follower has not come yet; polling, if
+                    // they come fast enough to fill the ring buffer.
+                    let found = self.pipeline.drain(ring.get_mut());
+                    if polling.is_none() && keeps_polling(found, self.ring_bytes, 1) {
+                        self.probes.set_reader_polling(true)?;
+                        poll.get_ref().set(Some(self.poll_every))?;
+                        polling = Some(0);
+                    }
                 }
             }
             if self.pipeline.broken {
@@ -807,4 +868,87 @@ fn terminate(l: &mut Launched) -> io::Result<()> {
     }
     l.signal(libc::SIGKILL)?;
     l.wait().map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_urgent, keeps_polling, Drained};
+    use crate::event::{Event, EventKind, Syscall};
+    use nstrace_common::NsIds;
+
+    #[test]
+    fn polling_goes_on_for_urgent_records_or_a_filling_ring() {
+        let ring = 4 << 20;
+        let quiet = Drained {
+            records: 3,
+            urgent: 0,
+            bytes: 600,
+        };
+        // A few forks and exits of other processes: back to sleep.
+        assert!(!keeps_polling(quiet, ring, 400));
+        assert!(!keeps_polling(Drained::default(), ring, 400));
+        // A failure or a new namespace: polling is for these.
+        assert!(keeps_polling(Drained { urgent: 1, ..quiet }, ring, 400));
+        // At this rate the ring would be half full by the next tick.
+        let storm = Drained {
+            records: 40,
+            urgent: 0,
+            bytes: 6_000,
+        };
+        assert!(keeps_polling(storm, ring, 400));
+        assert!(!keeps_polling(storm, ring, 1));
+        assert!(keeps_polling(
+            Drained {
+                bytes: ring / 2,
+                ..storm
+            },
+            ring,
+            1
+        ));
+    }
+
+    #[test]
+    fn urgent_records_are_those_the_programs_wake_the_reader_for() {
+        let ev = |kind: EventKind| Event {
+            seq: 1,
+            ts_ns: 0,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            kind,
+        };
+        let ns = NsIds { inum: [7; 10] };
+        let mut other = ns;
+        other.inum[1] = 9;
+        let call = |name: &'static str, ret: i64, ns_before: Option<NsIds>| {
+            ev(EventKind::Syscall(Syscall {
+                name: name.into(),
+                nr: 0,
+                args: Vec::new(),
+                ret,
+                ns,
+                ns_before,
+                duration_ns: 0,
+                no_entry: false,
+                cap_repeats: 0,
+                ret_kind: crate::syscalls::RetKind::Status,
+                state: Default::default(),
+                fd_ns: None,
+                targets: Vec::new(),
+            }))
+        };
+        assert!(!is_urgent(&call("mount", 0, None)));
+        assert!(is_urgent(&call("mount", -1, None)));
+        assert!(!is_urgent(&call("unshare", 0, Some(ns))));
+        assert!(is_urgent(&call("unshare", 0, Some(other))));
+        assert!(is_urgent(&ev(EventKind::Exec {
+            ppid: 0,
+            filename: "/bin/true".into(),
+            argv: Vec::new(),
+            argv_truncated: false,
+            ns,
+            adopted: false,
+        })));
+        assert!(!is_urgent(&ev(EventKind::Fork { ppid: 0, ns })));
+    }
 }

@@ -938,6 +938,59 @@ pub mod names {
     pub const PROG_MOUNT_WALK_RAW: &str = "mount_walk_raw";
     /// Program array holding [`PROG_MOUNT_WALK_RAW`].
     pub const WALK_PROGS_RAW: &str = "WALK_PROGS_RAW";
+    /// The walk on the trampolines: fentry of syncfs's syscall function.
+    pub const PROG_MOUNT_WALK_FENTRY: &str = "mount_walk_fentry";
+    /// Program array holding [`PROG_MOUNT_WALK_FENTRY`].
+    pub const WALK_PROGS_FENTRY: &str = "WALK_PROGS_FENTRY";
+    /// How many fentry/fexit stub pairs the object has for syscall
+    /// functions (`sys_fentry_N`, `sys_fexit_N` for N below this).
+    pub const SYSCALL_TRAMPOLINES: usize = 16;
+    /// The fentry stubs, by slot.
+    pub const SYS_FENTRY_STUBS: [&str; SYSCALL_TRAMPOLINES] = [
+        "sys_fentry_0",
+        "sys_fentry_1",
+        "sys_fentry_2",
+        "sys_fentry_3",
+        "sys_fentry_4",
+        "sys_fentry_5",
+        "sys_fentry_6",
+        "sys_fentry_7",
+        "sys_fentry_8",
+        "sys_fentry_9",
+        "sys_fentry_10",
+        "sys_fentry_11",
+        "sys_fentry_12",
+        "sys_fentry_13",
+        "sys_fentry_14",
+        "sys_fentry_15",
+    ];
+    /// The fexit stubs, by slot.
+    pub const SYS_FEXIT_STUBS: [&str; SYSCALL_TRAMPOLINES] = [
+        "sys_fexit_0",
+        "sys_fexit_1",
+        "sys_fexit_2",
+        "sys_fexit_3",
+        "sys_fexit_4",
+        "sys_fexit_5",
+        "sys_fexit_6",
+        "sys_fexit_7",
+        "sys_fexit_8",
+        "sys_fexit_9",
+        "sys_fexit_10",
+        "sys_fexit_11",
+        "sys_fexit_12",
+        "sys_fexit_13",
+        "sys_fexit_14",
+        "sys_fexit_15",
+    ];
+    /// The body the fentry stubs tail-call.
+    pub const PROG_SYS_FENTRY_BODY: &str = "sys_fentry_body";
+    /// The body the fexit stubs tail-call.
+    pub const PROG_SYS_FEXIT_BODY: &str = "sys_fexit_body";
+    /// Program array holding [`PROG_SYS_FENTRY_BODY`].
+    pub const SYS_FENTRY_BODY: &str = "SYS_FENTRY_BODY";
+    /// Program array holding [`PROG_SYS_FEXIT_BODY`].
+    pub const SYS_FEXIT_BODY: &str = "SYS_FEXIT_BODY";
 }
 
 #[cfg(feature = "user")]

@@ -16,10 +16,11 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
         bpf_probe_read_user_str,
     },
-    macros::{fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{ring_buf::RingBufEntry, Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::{
-        FExitContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+        FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
     },
     EbpfContext,
 };
@@ -678,6 +679,10 @@ static WALK_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static WALK_PROGS_RAW: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Slot 0: [`mount_walk_fentry`], for its tail calls.
+#[map]
+static WALK_PROGS_FENTRY: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Steps of the walk per run of [`mount_walk`]. The verifier follows each
 /// step of a bounded loop apart, and refuses a program whose unexplored
 /// branches pile up past 8192: many steps in one program do not load, so
@@ -707,6 +712,17 @@ pub fn mount_walk(ctx: TracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn mount_walk_raw(ctx: RawTracePointContext) -> i32 {
     walk_run(&ctx, &WALK_PROGS_RAW, || {
+        let regs: u64 = ctx.arg(0);
+        config().map_or(0, |cfg| kread0(regs, cfg.offsets.regs_arg[0]))
+    })
+}
+
+/// [`mount_walk`] for the trampolines: fentry of the syscall function of
+/// `syncfs` (`__x64_sys_syncfs(const struct pt_regs *)` on x86-64; userspace
+/// names it at load), so that no other syscall pays for it.
+#[fentry]
+pub fn mount_walk_fentry(ctx: FEntryContext) -> i32 {
+    walk_run(&ctx, &WALK_PROGS_FENTRY, || {
         let regs: u64 = ctx.arg(0);
         config().map_or(0, |cfg| kread0(regs, cfg.offsets.regs_arg[0]))
     })
@@ -1289,6 +1305,118 @@ pub fn syscall_exit(ctx: TracePointContext) -> i32 {
     on_exit(cfg, tp_nr(&ctx), ret);
     0
 }
+
+/// The syscall function's entry on the trampolines: `regs` is its one
+/// argument, the caller's saved registers. The number comes from them
+/// too, so that one body serves every syscall.
+#[inline(always)]
+fn fentry_enter(regs: u64) {
+    let Some(cfg) = config() else {
+        return;
+    };
+    let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
+        return;
+    };
+    let r = &cfg.offsets.regs_arg;
+    on_enter(cfg, nr, || {
+        [
+            kread0(regs, r[0]),
+            kread0(regs, r[1]),
+            kread0(regs, r[2]),
+            kread0(regs, r[3]),
+            kread0(regs, r[4]),
+            kread0(regs, r[5]),
+        ]
+    });
+}
+
+/// The syscall function's return on the trampolines.
+#[inline(always)]
+fn fexit_exit(regs: u64, ret: i64) {
+    let Some(cfg) = config() else {
+        return;
+    };
+    let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
+        return;
+    };
+    on_exit(cfg, nr, ret);
+}
+
+/// Slot 0: [`sys_fentry_body`], which every `sys_fentry_N` hands over to.
+#[map]
+static SYS_FENTRY_BODY: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Slot 0: [`sys_fexit_body`], which every `sys_fexit_N` hands over to.
+#[map]
+static SYS_FEXIT_BODY: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What every `sys_fentry_N` does: loaded against one traced syscall's
+/// function and attached to none; the stubs tail-call it with their
+/// context (the same one argument), so that the verifier goes through
+/// this body once, not once per syscall.
+#[fentry]
+pub fn sys_fentry_body(ctx: FEntryContext) -> i32 {
+    fentry_enter(ctx.arg(0));
+    0
+}
+
+/// What every `sys_fexit_N` does (see [`sys_fentry_body`]); the return
+/// value follows the one argument.
+#[fexit]
+pub fn sys_fexit_body(ctx: FExitContext) -> i32 {
+    fexit_exit(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// fentry and fexit stubs for the syscall functions of the traced calls
+/// (`__x64_sys_mount(const struct pt_regs *regs)` and so on), one pair per
+/// traced syscall, and the entry stub after them on syncfs's (nstrace's
+/// mount probe): a trampoline program is loaded for one function, and
+/// userspace says which at load. Only the traced calls run a program;
+/// unlike the syscall trace events, no other syscall of the system takes
+/// the slower path for them. Calls that seccomp refuses never reach the
+/// function, so these do not see them.
+macro_rules! syscall_trampolines {
+    ($(($enter:ident, $exit:ident)),* $(,)?) => {
+        $(
+            /// fentry of a traced syscall's function: on to [`sys_fentry_body`].
+            #[fentry]
+            pub fn $enter(ctx: FEntryContext) -> i32 {
+                // SAFETY: a tail call into the body (where userspace put
+                // it); with the slot empty the call goes untraced.
+                unsafe { SYS_FENTRY_BODY.tail_call(&ctx, 0) };
+                0
+            }
+
+            /// fexit of a traced syscall's function: on to [`sys_fexit_body`].
+            #[fexit]
+            pub fn $exit(ctx: FExitContext) -> i32 {
+                // SAFETY: as in the fentry stub.
+                unsafe { SYS_FEXIT_BODY.tail_call(&ctx, 0) };
+                0
+            }
+        )*
+    };
+}
+
+syscall_trampolines!(
+    (sys_fentry_0, sys_fexit_0),
+    (sys_fentry_1, sys_fexit_1),
+    (sys_fentry_2, sys_fexit_2),
+    (sys_fentry_3, sys_fexit_3),
+    (sys_fentry_4, sys_fexit_4),
+    (sys_fentry_5, sys_fexit_5),
+    (sys_fentry_6, sys_fexit_6),
+    (sys_fentry_7, sys_fexit_7),
+    (sys_fentry_8, sys_fexit_8),
+    (sys_fentry_9, sys_fexit_9),
+    (sys_fentry_10, sys_fexit_10),
+    (sys_fentry_11, sys_fexit_11),
+    (sys_fentry_12, sys_fexit_12),
+    (sys_fentry_13, sys_fexit_13),
+    (sys_fentry_14, sys_fexit_14),
+    (sys_fentry_15, sys_fexit_15),
+);
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {

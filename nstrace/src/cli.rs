@@ -104,6 +104,31 @@ pub enum ScopeArg {
     All,
 }
 
+/// `--syscall-hook`: the names the start line's `hooks.syscalls_via` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyscallHook {
+    /// `syscalls:sys_enter_NAME`/`sys_exit_NAME` of each traced syscall.
+    #[value(name = "syscall_events")]
+    SyscallEvents,
+    /// `raw_syscalls:sys_enter`/`sys_exit`.
+    #[value(name = "raw_syscalls")]
+    RawSyscalls,
+    /// fentry/fexit on each traced syscall's function.
+    #[value(name = "fentry")]
+    Fentry,
+}
+
+impl SyscallHook {
+    /// The name, as `hooks.syscalls_via` says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SyscallEvents => "syscall_events",
+            Self::RawSyscalls => "raw_syscalls",
+            Self::Fentry => "fentry",
+        }
+    }
+}
+
 /// What to trace and how to write it.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -148,6 +173,16 @@ pub struct TraceArgs {
     /// to the hypervisor). See Performance in the README.
     #[arg(long, value_name = "DURATION", default_value = "250us", value_parser = parse_interval)]
     pub poll_interval: std::time::Duration,
+
+    /// How to observe syscalls: `syscall_events` (each traced syscall's
+    /// trace events; the default, else `raw_syscalls`), `raw_syscalls`
+    /// (a program on every syscall of the system), or `fentry` (BPF
+    /// trampolines on each traced syscall's function, on kernels that
+    /// allow them: other syscalls pay nothing, as any syscall trace event
+    /// makes every syscall of the system take a slower path; but calls that
+    /// seccomp refuses are not seen). See Performance in the README.
+    #[arg(long, value_name = "HOOK", value_enum)]
+    pub syscall_hook: Option<SyscallHook>,
 
     /// Run the command as USER (a name or uid), with its primary group and
     /// supplementary groups; nstrace itself keeps its privileges.

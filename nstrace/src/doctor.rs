@@ -68,11 +68,21 @@ pub fn causes(h: &Hooks) -> Vec<(&'static str, Basis, String)> {
             absence,
             "EPERM with no capability check at all (needs the capability hook)".to_string(),
         ),
-        (
-            "seccomp_denied",
-            Basis::Inferred,
-            "an exit without an entry, and the task's seccomp mode".to_string(),
-        ),
+        if h.syscalls_via == Some("fentry") {
+            (
+                "seccomp_denied",
+                Basis::Unavailable,
+                "calls seccomp refuses never reach the syscall's function, where the fentry \
+                 hook is (use --syscall-hook syscall_events)"
+                    .to_string(),
+            )
+        } else {
+            (
+                "seccomp_denied",
+                Basis::Inferred,
+                "an exit without an entry, and the task's seccomp mode".to_string(),
+            )
+        },
     ];
     for (cause, what) in [
         ("locked_mount", "the mount's MNT_LOCKED, read through BPF"),
@@ -219,5 +229,22 @@ mod tests {
             text.contains("missing_capability            direct"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn seccomp_denials_are_unavailable_on_the_fentry_hook() {
+        let basis = |via| {
+            let h = Hooks {
+                syscalls_via: Some(via),
+                ..Hooks::default()
+            };
+            causes(&h)
+                .into_iter()
+                .find(|(c, _, _)| *c == "seccomp_denied")
+                .map(|(_, b, _)| b)
+        };
+        assert_eq!(basis("syscall_events"), Some(Basis::Inferred));
+        assert_eq!(basis("raw_syscalls"), Some(Basis::Inferred));
+        assert_eq!(basis("fentry"), Some(Basis::Unavailable));
     }
 }

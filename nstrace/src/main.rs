@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nstrace::cli::{Cli, Color, Command, ScopeArg};
+use nstrace::cli::{Cli, Color, Command, ScopeArg, SyscallHook};
 use nstrace::scope::Scope;
 use nstrace::trace::{self, TraceOptions, EXIT_NSTRACE_FAILED};
 
@@ -106,6 +106,7 @@ fn main() -> ExitCode {
         follow_runtimes: cli.scope == ScopeArg::Containers,
         redact: !cli.no_redact,
         run_as,
+        syscall_hook: cli.syscall_hook.map(SyscallHook::name),
     };
     let code = match trace::run(opts) {
         Ok(code) => code,

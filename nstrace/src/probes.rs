@@ -3,8 +3,8 @@
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
-        fexit::FExitLinkId, kprobe::KProbeLinkId, raw_trace_point::RawTracePointLinkId, FExit,
-        KProbe, RawTracePoint, TracePoint,
+        fentry::FEntryLinkId, fexit::FExitLinkId, kprobe::KProbeLinkId,
+        raw_trace_point::RawTracePointLinkId, FEntry, FExit, KProbe, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -83,7 +83,24 @@ pub struct ProbeOptions {
     /// Also try the hooks not chosen (for `nstrace doctor`), and report
     /// whether each would load.
     pub try_every_hook: bool,
+    /// The one way to observe syscalls (`--syscall-hook`), by its
+    /// [`SyscallMethod::name`]; `None`: the per-syscall events, else the
+    /// raw tracepoints. `NSTRACE_SYSCALL_HOOK` in the environment wins.
+    pub syscall_hook: Option<String>,
 }
+
+/// Names `--syscall-hook` takes, as the start line's `hooks.syscalls_via`
+/// says them.
+pub const SYSCALL_HOOK_NAMES: [&str; 3] = ["syscall_events", "raw_syscalls", "fentry"];
+
+/// The prefix of a syscall's function in the kernel (its
+/// `SYSCALL_DEFINE` name follows), which the fentry stubs attach to.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_FN_PREFIX: &str = "__x64_sys_";
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_FN_PREFIX: &str = "__arm64_sys_";
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SYSCALL_FN_PREFIX: &str = "__sys_unknown_arch_";
 
 /// Ways to observe capability decisions, richest first.
 const CAP_METHODS: [CapMethod; 3] = [CapMethod::Tracepoint, CapMethod::Fexit, CapMethod::Kprobe];
@@ -137,6 +154,7 @@ pub struct HookReport {
 /// An attached hook.
 enum Link {
     Raw(RawTracePointLinkId),
+    Fentry(FEntryLinkId),
     Fexit(FExitLinkId),
     Kprobe(KProbeLinkId),
 }
@@ -166,6 +184,11 @@ enum SyscallMethod {
     /// `raw_syscalls:sys_enter`/`sys_exit`: a program runs for every
     /// syscall of the system and drops the untraced ones.
     Raw,
+    /// fentry/fexit (BPF trampolines) on each traced syscall's function:
+    /// other syscalls run nothing and take no slower path, but calls that
+    /// seccomp refuses never reach the function and are not seen. Only
+    /// when asked for (`--syscall-hook fentry`).
+    Fentry,
 }
 
 impl SyscallMethod {
@@ -174,6 +197,7 @@ impl SyscallMethod {
         match self {
             Self::Events => "syscall_events",
             Self::Raw => "raw_syscalls",
+            Self::Fentry => "fentry",
         }
     }
 
@@ -182,6 +206,9 @@ impl SyscallMethod {
         match self {
             Self::Events => "tracepoints syscalls:sys_{enter,exit}_NAME of each traced syscall",
             Self::Raw => "raw tracepoints sys_enter and sys_exit (every syscall runs a program)",
+            Self::Fentry => {
+                "fentry/fexit on each traced syscall's function (calls seccomp refuses are not seen)"
+            }
         }
     }
 }
@@ -260,9 +287,31 @@ impl Probes {
         // NSTRACE_SYSCALL_HOOK=raw_syscalls|syscall_events keeps only that
         // way of observing syscalls (a knob for tests and benchmarks that
         // compare the two).
-        let forced = std::env::var("NSTRACE_SYSCALL_HOOK").ok();
-        let wants = |m: SyscallMethod| forced.as_deref().is_none_or(|f| f == m.name());
-        preload(&mut self.ebpf, wants(SyscallMethod::Events));
+        let forced = std::env::var("NSTRACE_SYSCALL_HOOK")
+            .ok()
+            .or_else(|| opts.syscall_hook.clone());
+        if let Some(f) = forced.as_deref() {
+            if !SYSCALL_HOOK_NAMES.contains(&f) {
+                return Err(ProbeError::NoSyscallHook(format!(
+                    "unknown syscall hook {f:?} (known: {})",
+                    SYSCALL_HOOK_NAMES.join(", ")
+                )));
+            }
+        }
+        // The trampolines only when asked for (or by `nstrace doctor`):
+        // they miss the calls seccomp refuses.
+        let wants = |m: SyscallMethod| match forced.as_deref() {
+            Some(f) => f == m.name(),
+            None => m != SyscallMethod::Fentry || opts.try_every_hook,
+        };
+        let first = [
+            SyscallMethod::Events,
+            SyscallMethod::Raw,
+            SyscallMethod::Fentry,
+        ]
+        .into_iter()
+        .find(|&m| wants(m));
+        preload(&mut self.ebpf, first);
         for (prog, tp) in HOOKS {
             let p: &mut RawTracePoint = program(&mut self.ebpf, prog)?;
             load_once(p).map_err(|e| prog_err(format!("load {prog}"), e))?;
@@ -377,6 +426,39 @@ impl Probes {
                 }
             }
         }
+        if wants(SyscallMethod::Fentry) && (self.syscalls_via.is_none() || opts.try_every_hook) {
+            let before = self.links.len();
+            match self.attach_syscall_fentry(opts) {
+                Ok(absent) if self.syscalls_via.is_none() => {
+                    self.syscalls_via = Some(SyscallMethod::Fentry);
+                    report.attached = Some(SyscallMethod::Fentry.what());
+                    report.gaps.push(
+                        "calls that seccomp refuses never reach the syscall's function: they \
+                         are not traced (the syscall events see them)"
+                            .to_string(),
+                    );
+                    if !absent.is_empty() {
+                        report.gaps.push(format!(
+                            "no function for {}: the kernel has no such syscall, and calls to \
+                             it (ENOSYS) are not traced",
+                            absent.join(", ")
+                        ));
+                    }
+                }
+                Ok(_) => {
+                    for (prog, link) in self.links.split_off(before) {
+                        self.detach_link(prog, link);
+                    }
+                    report.also_loads.push(SyscallMethod::Fentry.what());
+                }
+                Err(e) => {
+                    for (prog, link) in self.links.split_off(before) {
+                        self.detach_link(prog, link);
+                    }
+                    report.refused.push((SyscallMethod::Fentry.what(), e));
+                }
+            }
+        }
         if self.syscalls_via.is_none() {
             let why: Vec<String> = report
                 .refused
@@ -433,6 +515,142 @@ impl Probes {
             });
         self.note_mount_walk(walk);
         Ok(absent)
+    }
+
+    /// Loads the fentry/fexit bodies, puts them where the stubs tail-call
+    /// them, and loads and attaches a stub pair on each traced syscall's
+    /// function, and an entry stub (nstrace's mount probe) and the walk on
+    /// syncfs's. Returns the traced syscalls the kernel has no function
+    /// for.
+    fn attach_syscall_fentry(&mut self, opts: &ProbeOptions) -> Result<Vec<&'static str>, String> {
+        let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
+            .map_err(|e| format!("kernel BTF: {}", first_line(&e)))?;
+        // One stub pair per traced syscall, and one entry stub for syncfs:
+        // nstrace's mount probe goes through the entry body, as it does
+        // on the events.
+        let probe_slot = SYSCALLS.len();
+        if probe_slot >= names::SYSCALL_TRAMPOLINES {
+            return Err(format!(
+                "the BPF object has {} syscall stubs for {} syscalls and syncfs",
+                names::SYSCALL_TRAMPOLINES,
+                SYSCALLS.len()
+            ));
+        }
+        let syncfs = format!("{SYSCALL_FN_PREFIX}syncfs");
+        // The functions, by stub. The bodies are loaded against syncfs's,
+        // which every kernel has (any has the same prototype, which the
+        // kernel requires of programs that tail-call each other).
+        let functions: Vec<(usize, &'static str, String)> = SYSCALLS
+            .iter()
+            .enumerate()
+            .map(|(i, def)| {
+                let f = format!(
+                    "{SYSCALL_FN_PREFIX}{}",
+                    syscall_events::event_name(def.name)
+                );
+                (i, def.name, f)
+            })
+            .collect();
+        let body_target = &syncfs;
+        let mut loads: Vec<(&'static str, &str)> = vec![
+            (names::PROG_SYS_FENTRY_BODY, body_target),
+            (names::PROG_SYS_FEXIT_BODY, body_target),
+        ];
+        for (i, _, f) in &functions {
+            loads.push((names::SYS_FENTRY_STUBS[*i], f));
+            loads.push((names::SYS_FEXIT_STUBS[*i], f));
+        }
+        let probe = names::SYS_FENTRY_STUBS[probe_slot];
+        loads.push((probe, &syncfs));
+        let results = load_trampolines(&mut self.ebpf, &loads, &btf);
+        match results.get(probe) {
+            Some(Ok(())) => {}
+            Some(Err(TrampolineLoad::NoFunction)) => {
+                return Err(format!("the kernel has no function {syncfs}"))
+            }
+            Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
+            None => return Err(format!("the BPF object has no {probe}")),
+        }
+        let mut absent = Vec::new();
+        for (i, name, _) in &functions {
+            let stub = names::SYS_FENTRY_STUBS[*i];
+            match results.get(stub) {
+                Some(Ok(())) => {}
+                Some(Err(TrampolineLoad::NoFunction)) => absent.push(*name),
+                Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
+                None => return Err(format!("the BPF object has no {stub}")),
+            }
+        }
+        for (body, array) in [
+            (names::PROG_SYS_FENTRY_BODY, names::SYS_FENTRY_BODY),
+            (names::PROG_SYS_FEXIT_BODY, names::SYS_FEXIT_BODY),
+        ] {
+            match results.get(body) {
+                Some(Ok(())) => {}
+                Some(Err(TrampolineLoad::NoFunction)) => {
+                    return Err(format!("the kernel has no function {body_target}"))
+                }
+                Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
+                None => return Err(format!("the BPF object has no {body}")),
+            }
+            let fd = program_fd_of(&mut self.ebpf, body)?;
+            let map = self
+                .ebpf
+                .map_mut(array)
+                .ok_or_else(|| format!("the BPF object has no {array}"))?;
+            ProgramArray::try_from(map)
+                .and_then(|mut a| a.set(0, &fd, 0))
+                .map_err(|e| first_line(&e))?;
+        }
+        for (i, name, _) in &functions {
+            if absent.contains(name) {
+                continue;
+            }
+            let (enter, exit) = (names::SYS_FENTRY_STUBS[*i], names::SYS_FEXIT_STUBS[*i]);
+            for stub in [enter, exit] {
+                if let Some(Err(TrampolineLoad::Refused(e))) = results.get(stub) {
+                    return Err(e.clone());
+                }
+            }
+            let p: &mut FEntry = program(&mut self.ebpf, enter).map_err(|e| e.to_string())?;
+            let id = p.attach().map_err(|e| first_line(&e))?;
+            self.links.push((enter, Link::Fentry(id)));
+            let p: &mut FExit = program(&mut self.ebpf, exit).map_err(|e| e.to_string())?;
+            let id = p.attach().map_err(|e| first_line(&e))?;
+            self.links.push((exit, Link::Fexit(id)));
+        }
+        let p: &mut FEntry = program(&mut self.ebpf, probe).map_err(|e| e.to_string())?;
+        let id = p.attach().map_err(|e| first_line(&e))?;
+        self.links.push((probe, Link::Fentry(id)));
+        let walk = self.attach_mount_walk_fentry(&btf);
+        self.note_mount_walk(walk);
+        Ok(absent)
+    }
+
+    /// The walk on the trampolines: fentry of syncfs's function, which
+    /// carries itself on by tail calls.
+    fn attach_mount_walk_fentry(&mut self, btf: &aya::Btf) -> Result<(), String> {
+        let prog = names::PROG_MOUNT_WALK_FENTRY;
+        let p: &mut FEntry = program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
+        if p.fd().is_err() {
+            p.load(&format!("{SYSCALL_FN_PREFIX}syncfs"), btf)
+                .map_err(|e| first_line(&e))?;
+        }
+        let fd = p
+            .fd()
+            .and_then(|fd| Ok(fd.try_clone()?))
+            .map_err(|e| first_line(&e))?;
+        let map = self
+            .ebpf
+            .map_mut(names::WALK_PROGS_FENTRY)
+            .ok_or_else(|| format!("the BPF object has no {}", names::WALK_PROGS_FENTRY))?;
+        ProgramArray::try_from(map)
+            .and_then(|mut a| a.set(0, &fd, 0))
+            .map_err(|e| first_line(&e))?;
+        let p: &mut FEntry = program(&mut self.ebpf, prog).map_err(|e| e.to_string())?;
+        let id = p.attach().map_err(|e| first_line(&e))?;
+        self.links.push((prog, Link::Fentry(id)));
+        Ok(())
     }
 
     /// Loads mount-tree walk program `prog` ([`MountProber::walk`]) and
@@ -562,6 +780,11 @@ impl Probes {
         match link {
             Link::Raw(id) => {
                 if let Ok(p) = program::<RawTracePoint>(&mut self.ebpf, prog) {
+                    let _ = p.detach(id);
+                }
+            }
+            Link::Fentry(id) => {
+                if let Ok(p) = program::<FEntry>(&mut self.ebpf, prog) {
                     let _ = p.detach(id);
                 }
             }
@@ -732,10 +955,19 @@ impl Probes {
         self.config = quiet;
         let _ = fill_config(&mut self.ebpf, quiet);
         std::mem::take(&mut self.syscall_events).release();
-        let syscalls = [names::PROG_SYS_ENTER, names::PROG_SYS_EXIT];
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
-            .into_iter()
-            .partition(|(prog, _)| syscalls.contains(prog));
+        let syscalls = [
+            names::PROG_SYS_ENTER,
+            names::PROG_SYS_EXIT,
+            names::PROG_MOUNT_WALK_FENTRY,
+        ];
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.links)
+                .into_iter()
+                .partition(|(prog, _)| {
+                    syscalls.contains(prog)
+                        || names::SYS_FENTRY_STUBS.contains(prog)
+                        || names::SYS_FEXIT_STUBS.contains(prog)
+                });
         self.links = kept;
         for (prog, link) in gone.into_iter().rev() {
             self.detach_link(prog, link);
@@ -946,26 +1178,88 @@ fn load_once<P: Loadable>(p: &mut P) -> Result<(), aya::programs::ProgramError> 
     }
 }
 
+/// Why a trampoline program did not load.
+#[derive(Debug, Clone)]
+enum TrampolineLoad {
+    /// The kernel has no function of that name (a syscall newer than it).
+    NoFunction,
+    /// The kernel refused the program (its first line).
+    Refused(String),
+}
+
+/// Loads each of `loads` (program, the kernel function it is for), each on
+/// a thread of its own (the verifier and aya's search of the kernel's BTF
+/// for the function run in the loading thread). A program loaded before
+/// is left as it is.
+fn load_trampolines(
+    ebpf: &mut Ebpf,
+    loads: &[(&'static str, &str)],
+    btf: &aya::Btf,
+) -> std::collections::HashMap<&'static str, Result<(), TrampolineLoad>> {
+    use aya::programs::Program;
+    let load = |r: Result<(), aya::programs::ProgramError>| match r {
+        Err(aya::programs::ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. })) => {
+            Err(TrampolineLoad::NoFunction)
+        }
+        Err(e) => Err(TrampolineLoad::Refused(first_line(&e))),
+        Ok(()) => Ok(()),
+    };
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (name, prog) in ebpf.programs_mut() {
+            let Some(&(name, function)) = loads.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            handles.push(scope.spawn(move || {
+                let r = match prog {
+                    Program::FEntry(p) if p.fd().is_ok() => Ok(()),
+                    Program::FExit(p) if p.fd().is_ok() => Ok(()),
+                    Program::FEntry(p) => load(p.load(function, btf)),
+                    Program::FExit(p) => load(p.load(function, btf)),
+                    _ => Err(TrampolineLoad::Refused(format!(
+                        "{name} is no fentry or fexit program"
+                    ))),
+                };
+                (name, r)
+            }));
+        }
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
+/// A new descriptor of loaded fentry or fexit program `name`.
+fn program_fd_of(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::programs::ProgramFd, String> {
+    use aya::programs::Program;
+    let fd = match ebpf.program_mut(name) {
+        Some(Program::FEntry(p)) => p.fd(),
+        Some(Program::FExit(p)) => p.fd(),
+        _ => return Err(format!("the BPF object has no trampoline program {name}")),
+    };
+    fd.and_then(|fd| Ok(fd.try_clone()?))
+        .map_err(|e| first_line(&e))
+}
+
 /// Loads, each on a thread of its own, the programs a trace attaches on
 /// most kernels: the verifier takes most of nstrace's start-up (about 60 ms
 /// for the two syscall programs here), and it runs in the loading thread,
 /// so two cores halve it. A program that fails here is loaded again where
 /// it is attached, which reports the error (or takes another hook).
 /// `syscall_events`: the per-syscall event programs, else the raw ones.
-fn preload(ebpf: &mut Ebpf, syscall_events: bool) {
+fn preload(ebpf: &mut Ebpf, syscalls: Option<SyscallMethod>) {
     use aya::programs::Program;
-    let syscalls: &[&str] = if syscall_events {
-        &[
+    let syscalls: &[&str] = match syscalls {
+        Some(SyscallMethod::Events) => &[
             names::PROG_SYSCALL_ENTER,
             names::PROG_SYSCALL_EXIT,
             names::PROG_MOUNT_WALK,
-        ]
-    } else {
-        &[
+        ],
+        Some(SyscallMethod::Raw) => &[
             names::PROG_SYS_ENTER,
             names::PROG_SYS_EXIT,
             names::PROG_MOUNT_WALK_RAW,
-        ]
+        ],
+        // Loaded against their functions where they are attached.
+        Some(SyscallMethod::Fentry) | None => &[],
     };
     let wanted: Vec<&str> = HOOKS
         .iter()
@@ -1132,5 +1426,35 @@ mod tests {
             }
         }
         assert!(programs >= 10, "only {programs} program sections");
+    }
+
+    /// Each traced syscall has its stub pair in the object, in the section
+    /// of its kind, and so do the bodies they tail-call.
+    #[test]
+    fn every_traced_syscall_has_a_trampoline_stub_pair() {
+        use nstrace_common::names;
+        use object::{Object, ObjectSection, ObjectSymbol};
+        // A pair per traced syscall, and syncfs's entry stub.
+        assert!(super::SYSCALLS.len() < names::SYSCALL_TRAMPOLINES);
+        let file = object::File::parse(super::BPF_OBJECT).unwrap();
+        let section_of = |name: &str| {
+            let sym = file
+                .symbol_by_name(name)
+                .unwrap_or_else(|| panic!("no program {name}"));
+            let index = sym.section_index().unwrap();
+            file.section_by_index(index)
+                .unwrap()
+                .name()
+                .unwrap()
+                .to_string()
+        };
+        let stubs = names::SYS_FENTRY_STUBS.iter().zip(names::SYS_FEXIT_STUBS);
+        for (enter, exit) in stubs.take(super::SYSCALLS.len() + 1) {
+            assert_eq!(section_of(enter), "fentry");
+            assert_eq!(section_of(exit), "fexit");
+        }
+        assert_eq!(section_of(names::PROG_SYS_FENTRY_BODY), "fentry");
+        assert_eq!(section_of(names::PROG_SYS_FEXIT_BODY), "fexit");
+        assert_eq!(section_of(names::PROG_MOUNT_WALK_FENTRY), "fentry");
     }
 }

@@ -56,6 +56,8 @@ pub struct TraceOptions {
     pub redact: bool,
     /// Run the command as this user (nstrace keeps its privileges).
     pub run_as: Option<crate::scope::RunAs>,
+    /// The one way to observe syscalls, by name (`--syscall-hook`).
+    pub syscall_hook: Option<&'static str>,
 }
 
 /// Why a session could not run.
@@ -167,6 +169,7 @@ pub fn doctor(btf: Option<PathBuf>, json: bool) -> Result<(), TraceError> {
         follow_runtimes: false,
         btf_path,
         try_every_hook: true,
+        syscall_hook: None,
     })?;
     for note in &probes.notes {
         eprintln!("nstrace: {note}");
@@ -275,6 +278,7 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
         follow_runtimes: opts.follow_runtimes,
         btf_path: btf_path.clone(),
         try_every_hook: false,
+        syscall_hook: opts.syscall_hook.map(str::to_string),
     })?;
     for note in &probes.notes {
         eprintln!("nstrace: {note}");

@@ -127,14 +127,15 @@ fn check_locks_against_the_kernel(table: &Value) {
 /// mount tree in BPF, every mount by id: more mounts than one run of the
 /// walk program takes (it carries on by tail calls), and mounts hidden
 /// under others, which no path opens, are all checked against their
-/// options. On both ways of observing syscalls (on the raw tracepoints
-/// `sys_enter` hands the request to the walk).
+/// options. On each way of observing syscalls this kernel allows (on the
+/// raw tracepoints `sys_enter` hands the request to the walk; on fentry, a
+/// program of its own on syncfs's function).
 #[test]
 fn every_mount_of_a_copied_namespace_is_checked_with_the_kernel() {
     if !root_or_skip() {
         return;
     }
-    for hook in ["syscall_events", "raw_syscalls"] {
+    for hook in syscall_hooks() {
         let t = trace_in_private_ns(
             &format!(
                 "mount -t tmpfs nstrace-walk /mnt && \

@@ -213,19 +213,20 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
     let out = |name: &str| s(env.scratch.join(format!("{name}.out")));
     let mut v = vec![("untraced".to_string(), workload.to_vec())];
     for t in tracers {
-        // "X (raw_syscalls)": X made to use the raw syscall tracepoints (the
-        // fallback) instead of the per-syscall events, for comparison.
-        let (base, prefix): (&str, Argv) = match t.strip_suffix(" (raw_syscalls)") {
-            Some(base) => (
-                base,
-                vec!["env".into(), "NSTRACE_SYSCALL_HOOK=raw_syscalls".into()],
+        // "X (HOOK)": X made to observe syscalls with HOOK (the raw syscall
+        // tracepoints, the fallback; fentry, asked for) instead of the
+        // per-syscall events, for comparison.
+        let hook = ["raw_syscalls", "fentry"]
+            .into_iter()
+            .find(|h| t.ends_with(&format!(" ({h})")));
+        let (base, prefix): (&str, Argv) = match hook {
+            Some(h) => (
+                &t[..t.len() - h.len() - 3],
+                vec!["env".into(), format!("NSTRACE_SYSCALL_HOOK={h}")],
             ),
             None => (t, Vec::new()),
         };
-        let out = |name: &str| {
-            let suffix = if prefix.is_empty() { "" } else { "-raw" };
-            out(&format!("{name}{suffix}"))
-        };
+        let out = |name: &str| out(&hook.map_or(name.to_string(), |h| format!("{name}-{h}")));
         let mut argv: Argv = prefix.clone();
         argv.extend(match base {
             "nstrace" => vec![
@@ -398,21 +399,58 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Why this kernel refuses nstrace's fentry hook for syscalls (its
+/// trampolines), as `nstrace doctor` says; `None` if it loads.
+fn fentry_refusal(env: &Env) -> Result<Option<String>> {
+    let out = Command::new(&env.nstrace)
+        .args(["doctor", "--format", "ndjson"])
+        .output()
+        .context("cannot run nstrace doctor")?;
+    if !out.status.success() {
+        bail!(
+            "nstrace doctor failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("nstrace doctor's JSON")?;
+    let point = report["points"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["point"] == "syscalls"))
+        .context("nstrace doctor reports no syscall hooks")?;
+    let is_fentry = |v: &serde_json::Value| v.as_str().is_some_and(|h| h.starts_with("fentry"));
+    let loads = is_fentry(&point["attached"])
+        || point["also_loads"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(is_fentry));
+    if loads {
+        return Ok(None);
+    }
+    Ok(Some(
+        point["refused"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| is_fentry(&r["hook"])))
+            .and_then(|r| r["error"].as_str())
+            .unwrap_or("not tried")
+            .to_string(),
+    ))
+}
+
 fn unrelated_work(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     let workload = vec![
         s(&env.helper),
         "noise".into(),
         plan.noise_rounds.to_string(),
     ];
-    let v = variants(
-        env,
-        &workload,
-        &[
-            "nstrace --all",
-            "nstrace --all (raw_syscalls)",
-            "bpftrace, one idle syscall event",
-        ],
-    );
+    // fentry where the kernel allows trampolines (stock kernels): other
+    // syscalls then take no slower path at all.
+    let refusal = fentry_refusal(env)?;
+    let mut tracers = vec!["nstrace --all", "nstrace --all (raw_syscalls)"];
+    if refusal.is_none() {
+        tracers.push("nstrace --all (fentry)");
+    }
+    tracers.push("bpftrace, one idle syscall event");
+    let v = variants(env, &workload, &tracers);
     let results = side_by_side(env, "2-noise", &v, plan.reps, "noise", 2)?;
     let calls = results[0].2.first().copied().unwrap_or(0);
     let forks = results[0].2.get(1).copied().unwrap_or(0);
@@ -429,6 +467,13 @@ fn unrelated_work(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
             }
         }
         rows.push(row);
+    }
+    if let Some(why) = refusal {
+        rows.push(Row::new(
+            &bench,
+            "nstrace --all (fentry)",
+            format!("not run: this kernel refuses trampolines ({why})"),
+        ));
     }
     Ok(rows)
 }

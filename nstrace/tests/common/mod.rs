@@ -200,3 +200,42 @@ pub fn ns_inode(readlink: &str) -> u64 {
         .and_then(|s| s.trim_end_matches(']').parse().ok())
         .unwrap_or_else(|| panic!("not a namespace link: {readlink:?}"))
 }
+
+/// The ways to observe syscalls this kernel allows, by the names
+/// `--syscall-hook` takes, as `nstrace doctor` finds them (it tries each):
+/// the trace events and the raw tracepoints everywhere, fentry where the
+/// kernel allows trampolines (stock kernels; not this machine's). The test
+/// VMs check that the guests list fentry, so a kernel that should allow it
+/// and does not is caught there.
+#[allow(dead_code)]
+pub fn syscall_hooks() -> Vec<&'static str> {
+    let out = Command::new(NSTRACE)
+        .args(["doctor", "--format", "ndjson"])
+        .env_remove("NSTRACE_SYSCALL_HOOK")
+        .output()
+        .expect("run nstrace doctor");
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor's JSON");
+    let point = report["points"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["point"] == "syscalls"))
+        .expect("doctor reports the syscall hooks")
+        .clone();
+    let loads: Vec<&str> = std::iter::once(&point["attached"])
+        .chain(point["also_loads"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let mut hooks = vec!["syscall_events", "raw_syscalls"];
+    if loads.iter().any(|h| h.starts_with("fentry/fexit")) {
+        hooks.push("fentry");
+    } else {
+        let refused = point["refused"].as_array().expect("refused hooks");
+        assert!(
+            refused.iter().any(|r| r["hook"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("fentry/fexit"))),
+            "doctor neither loads nor refuses the fentry hook: {point}"
+        );
+    }
+    hooks
+}

@@ -1350,10 +1350,10 @@ static SYS_FENTRY_BODY: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static SYS_FEXIT_BODY: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// What every `sys_fentry_N` does: loaded against one traced syscall's
-/// function and attached to none; the stubs tail-call it with their
-/// context (the same one argument), so that the verifier goes through
-/// this body once, not once per syscall.
+/// What every `sys_fentry_N` does: loaded against syncfs's function (any
+/// syscall function has the same prototype) and attached to none; the
+/// stubs tail-call it with their context (the same one argument), so that
+/// the verifier goes through this body once, not once per syscall.
 #[fentry]
 pub fn sys_fentry_body(ctx: FEntryContext) -> i32 {
     fentry_enter(ctx.arg(0));

@@ -140,6 +140,7 @@ pub fn report(
                     "attached": r.attached,
                     "also_loads": r.also_loads,
                     "gaps": r.gaps,
+                    "hints": r.hints,
                     "refused": r.refused.iter().map(|(h, e)| json!({"hook": h, "error": e})).collect::<Vec<_>>(),
                 })
             })
@@ -180,6 +181,9 @@ pub fn report(
         }
         for (h, e) in &r.refused {
             writeln!(out, "  refused: {h}: {e}")?;
+        }
+        for h in &r.hints {
+            writeln!(out, "  hint:    {h}")?;
         }
     }
     writeln!(out, "explanations:")?;
@@ -229,6 +233,36 @@ mod tests {
             text.contains("missing_capability            direct"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn hints_are_printed_under_their_decision_point() {
+        let r = HookReport {
+            point: "syscalls",
+            attached: Some("tracepoints x"),
+            refused: Vec::new(),
+            also_loads: vec!["fentry/fexit y"],
+            gaps: Vec::new(),
+            hints: vec!["--syscall-hook fentry: z".to_string()],
+        };
+        let mut out = Vec::new();
+        report(
+            "6.12",
+            std::slice::from_ref(&r),
+            &Hooks::default(),
+            false,
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("syscalls:\n  in use:  tracepoints x\n  loads:   fentry/fexit y (not needed)\n  hint:    --syscall-hook fentry: z\n"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        report("6.12", &[r], &Hooks::default(), true, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["points"][0]["hints"][0], "--syscall-hook fentry: z");
     }
 
     #[test]

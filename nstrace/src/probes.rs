@@ -149,6 +149,8 @@ pub struct HookReport {
     pub also_loads: Vec<&'static str>,
     /// What the hook in use does not cover on this kernel.
     pub gaps: Vec<String>,
+    /// Another choice the user may want, and its price.
+    pub hints: Vec<String>,
 }
 
 /// An attached hook.
@@ -330,6 +332,7 @@ impl Probes {
                 refused: Vec::new(),
                 also_loads: Vec::new(),
                 gaps: Vec::new(),
+                hints: Vec::new(),
             };
             match self.attach_raw(names::PROG_KLOG, "console") {
                 Ok(()) => r.attached = Some("tracepoint printk:console"),
@@ -365,6 +368,7 @@ impl Probes {
             refused: Vec::new(),
             also_loads: Vec::new(),
             gaps: Vec::new(),
+            hints: Vec::new(),
         };
         if wants(SyscallMethod::Events) {
             match self.attach_syscall_events() {
@@ -450,6 +454,12 @@ impl Probes {
                         self.detach_link(prog, link);
                     }
                     report.also_loads.push(SyscallMethod::Fentry.what());
+                    report.hints.push(
+                        "--syscall-hook fentry: the syscalls nstrace does not trace no longer \
+                         take the kernel's slower path (what --all costs the rest of a busy \
+                         host); calls seccomp refuses are then not seen"
+                            .to_string(),
+                    );
                 }
                 Err(e) => {
                     for (prog, link) in self.links.split_off(before) {
@@ -709,6 +719,7 @@ impl Probes {
             refused: Vec::new(),
             also_loads: Vec::new(),
             gaps: Vec::new(),
+            hints: Vec::new(),
         };
         // NSTRACE_CAP_HOOK=tracepoint|fexit|kprobe keeps only that method:
         // a test knob, so that each path can be proven on a kernel that

@@ -673,8 +673,8 @@ impl Session {
         // sleeping reader, which then polls every `poll_every` until urgent
         // records stop coming (or records stop coming fast enough to fill
         // the ring buffer by the next tick); meanwhile the programs do not
-        // wake it. A burst costs
-        // the traced tasks one wakeup (a self-IPI), not one per record.
+        // wake it. A burst costs the traced tasks one wakeup (a self-IPI),
+        // not one per record.
         // The default (250 us) is well under the few milliseconds a
         // short-lived command lives after creating a namespace, whose table
         // is read while it lives.

@@ -965,7 +965,13 @@ impl Probes {
         // flag) must not bring the syscalls back.
         self.config = quiet;
         let _ = fill_config(&mut self.ebpf, quiet);
-        std::mem::take(&mut self.syscall_events).release();
+        // The trampolines' links are released with the events, in the
+        // background: the kernel takes each trampoline out on its own and
+        // waits for tasks to leave it (2.2 s for 30 of them in an emulated
+        // 6.12 guest). Copies are taken first, so that aya's own
+        // descriptors close without that wait, and handed over after, so
+        // that the closer holds the last ones.
+        let copies = self.syscall_trampoline_links();
         let syscalls = [
             names::PROG_SYS_ENTER,
             names::PROG_SYS_EXIT,
@@ -983,6 +989,68 @@ impl Probes {
         for (prog, link) in gone.into_iter().rev() {
             self.detach_link(prog, link);
         }
+        for fd in copies {
+            self.syscall_events.adopt(fd);
+        }
+        std::mem::take(&mut self.syscall_events).release();
+    }
+}
+
+impl Probes {
+    /// Copies (dup'ed descriptors) of the BPF links of the syscall
+    /// trampolines (stubs and walk), found among nstrace's descriptors by
+    /// the program each link holds (aya keeps a link's descriptor to
+    /// itself). Empty unless syscalls are on fentry, or if /proc cannot be
+    /// read (the links are then closed the slow way).
+    fn syscall_trampoline_links(&self) -> Vec<std::os::fd::OwnedFd> {
+        if self.syscalls_via != Some(SyscallMethod::Fentry) {
+            return Vec::new();
+        }
+        let ids: Vec<u32> = self
+            .ebpf
+            .programs()
+            .filter(|(name, _)| {
+                *name == names::PROG_MOUNT_WALK_FENTRY
+                    || names::SYS_FENTRY_STUBS.contains(name)
+                    || names::SYS_FEXIT_STUBS.contains(name)
+            })
+            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .collect();
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return Vec::new();
+        };
+        // Listed before any copy is made (a copy would be listed too).
+        let fds: Vec<i32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        let mut links = Vec::new();
+        for fd in fds {
+            let is_link = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|t| t.as_os_str() == "anon_inode:bpf_link");
+            if !is_link {
+                continue;
+            }
+            let prog = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u32>().ok())
+                });
+            if !prog.is_some_and(|id| ids.contains(&id)) {
+                continue;
+            }
+            // SAFETY: `fd` is open (just listed) and stays open until aya
+            // closes its link below; the copy is a new descriptor.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            if copy >= 0 {
+                // SAFETY: the new descriptor is ours alone.
+                links.push(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy)
+                });
+            }
+        }
+        links
     }
 }
 

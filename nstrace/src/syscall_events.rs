@@ -223,6 +223,12 @@ impl SyscallEvents {
         Ok(())
     }
 
+    /// Takes `fd` (another attachment that is slow to free, like a
+    /// trampoline's BPF link) to be released with the events.
+    pub fn adopt(&mut self, fd: OwnedFd) {
+        self.fds.push(fd);
+    }
+
     /// Detaches every event without waiting for the kernel to free them: a
     /// child process takes over the descriptors, nstrace drops its own
     /// (which the kernel then need not free), and the child closes them

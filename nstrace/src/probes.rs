@@ -1040,8 +1040,9 @@ impl Probes {
             if !prog.is_some_and(|id| ids.contains(&id)) {
                 continue;
             }
-            // SAFETY: `fd` is open (just listed) and stays open until aya
-            // closes its link below; the copy is a new descriptor.
+            // SAFETY: `fd` is open (just listed) and stays open until the
+            // caller has aya close the link, after this; the copy is a new
+            // descriptor.
             let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
             if copy >= 0 {
                 // SAFETY: the new descriptor is ours alone.

@@ -1120,17 +1120,23 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         unsafe { WALK_PROGS_RAW.tail_call(&ctx, 0) };
         return 0;
     }
-    on_enter(cfg, nr, || {
-        [
-            kread0(regs, r[0]),
-            kread0(regs, r[1]),
-            kread0(regs, r[2]),
-            kread0(regs, r[3]),
-            kread0(regs, r[4]),
-            kread0(regs, r[5]),
-        ]
-    });
+    on_enter(cfg, nr, || regs_args(cfg, regs));
     0
+}
+
+/// The six argument registers of a syscall, from the caller's saved
+/// registers `regs` (the raw tracepoint's and the trampolines' argument).
+#[inline(always)]
+fn regs_args(cfg: &Config, regs: u64) -> [u64; 6] {
+    let r = &cfg.offsets.regs_arg;
+    [
+        kread0(regs, r[0]),
+        kread0(regs, r[1]),
+        kread0(regs, r[2]),
+        kread0(regs, r[3]),
+        kread0(regs, r[4]),
+        kread0(regs, r[5]),
+    ]
 }
 
 /// Byte offset of `__syscall_nr` in a syscall trace event's record (after
@@ -1317,17 +1323,7 @@ fn fentry_enter(regs: u64) {
     let Some(nr) = kread::<u64>(regs, cfg.offsets.regs_nr) else {
         return;
     };
-    let r = &cfg.offsets.regs_arg;
-    on_enter(cfg, nr, || {
-        [
-            kread0(regs, r[0]),
-            kread0(regs, r[1]),
-            kread0(regs, r[2]),
-            kread0(regs, r[3]),
-            kread0(regs, r[4]),
-            kread0(regs, r[5]),
-        ]
-    });
+    on_enter(cfg, nr, || regs_args(cfg, regs));
 }
 
 /// The syscall function's return on the trampolines.

@@ -561,10 +561,9 @@ impl Probes {
                 (i, def.name, f)
             })
             .collect();
-        let body_target = &syncfs;
         let mut loads: Vec<(&'static str, &str)> = vec![
-            (names::PROG_SYS_FENTRY_BODY, body_target),
-            (names::PROG_SYS_FEXIT_BODY, body_target),
+            (names::PROG_SYS_FENTRY_BODY, &syncfs),
+            (names::PROG_SYS_FEXIT_BODY, &syncfs),
         ];
         for (i, _, f) in &functions {
             loads.push((names::SYS_FENTRY_STUBS[*i], f));
@@ -573,36 +572,33 @@ impl Probes {
         let probe = names::SYS_FENTRY_STUBS[probe_slot];
         loads.push((probe, &syncfs));
         let results = load_trampolines(&mut self.ebpf, &loads, &btf);
-        match results.get(probe) {
-            Some(Ok(())) => {}
-            Some(Err(TrampolineLoad::NoFunction)) => {
-                return Err(format!("the kernel has no function {syncfs}"))
+        // Whether `name` loaded (false: the kernel has no such function).
+        let loaded = |name: &str| -> Result<bool, String> {
+            results
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("the BPF object has no {name}")))
+        };
+        for prog in [
+            probe,
+            names::PROG_SYS_FENTRY_BODY,
+            names::PROG_SYS_FEXIT_BODY,
+        ] {
+            if !loaded(prog)? {
+                return Err(format!("the kernel has no function {syncfs}"));
             }
-            Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
-            None => return Err(format!("the BPF object has no {probe}")),
         }
         let mut absent = Vec::new();
         for (i, name, _) in &functions {
-            let stub = names::SYS_FENTRY_STUBS[*i];
-            match results.get(stub) {
-                Some(Ok(())) => {}
-                Some(Err(TrampolineLoad::NoFunction)) => absent.push(*name),
-                Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
-                None => return Err(format!("the BPF object has no {stub}")),
+            let (enter, exit) = (names::SYS_FENTRY_STUBS[*i], names::SYS_FEXIT_STUBS[*i]);
+            if !(loaded(enter)? && loaded(exit)?) {
+                absent.push(*name);
             }
         }
         for (body, array) in [
             (names::PROG_SYS_FENTRY_BODY, names::SYS_FENTRY_BODY),
             (names::PROG_SYS_FEXIT_BODY, names::SYS_FEXIT_BODY),
         ] {
-            match results.get(body) {
-                Some(Ok(())) => {}
-                Some(Err(TrampolineLoad::NoFunction)) => {
-                    return Err(format!("the kernel has no function {body_target}"))
-                }
-                Some(Err(TrampolineLoad::Refused(e))) => return Err(e.clone()),
-                None => return Err(format!("the BPF object has no {body}")),
-            }
             let fd = program_fd_of(&mut self.ebpf, body)?;
             let map = self
                 .ebpf
@@ -617,11 +613,6 @@ impl Probes {
                 continue;
             }
             let (enter, exit) = (names::SYS_FENTRY_STUBS[*i], names::SYS_FEXIT_STUBS[*i]);
-            for stub in [enter, exit] {
-                if let Some(Err(TrampolineLoad::Refused(e))) = results.get(stub) {
-                    return Err(e.clone());
-                }
-            }
             let p: &mut FEntry = program(&mut self.ebpf, enter).map_err(|e| e.to_string())?;
             let id = p.attach().map_err(|e| first_line(&e))?;
             self.links.push((enter, Link::Fentry(id)));
@@ -1258,31 +1249,23 @@ fn load_once<P: Loadable>(p: &mut P) -> Result<(), aya::programs::ProgramError> 
     }
 }
 
-/// Why a trampoline program did not load.
-#[derive(Debug, Clone)]
-enum TrampolineLoad {
-    /// The kernel has no function of that name (a syscall newer than it).
-    NoFunction,
-    /// The kernel refused the program (its first line).
-    Refused(String),
-}
-
 /// Loads each of `loads` (program, the kernel function it is for), each on
 /// a thread of its own (the verifier and aya's search of the kernel's BTF
 /// for the function run in the loading thread). A program loaded before
-/// is left as it is.
+/// is left as it is. Each result: loaded, not loaded because the kernel
+/// has no such function (a syscall newer than it), or the kernel's reason.
 fn load_trampolines(
     ebpf: &mut Ebpf,
     loads: &[(&'static str, &str)],
     btf: &aya::Btf,
-) -> std::collections::HashMap<&'static str, Result<(), TrampolineLoad>> {
+) -> std::collections::HashMap<&'static str, Result<bool, String>> {
     use aya::programs::Program;
     let load = |r: Result<(), aya::programs::ProgramError>| match r {
         Err(aya::programs::ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. })) => {
-            Err(TrampolineLoad::NoFunction)
+            Ok(false)
         }
-        Err(e) => Err(TrampolineLoad::Refused(first_line(&e))),
-        Ok(()) => Ok(()),
+        Err(e) => Err(first_line(&e)),
+        Ok(()) => Ok(true),
     };
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -1292,13 +1275,11 @@ fn load_trampolines(
             };
             handles.push(scope.spawn(move || {
                 let r = match prog {
-                    Program::FEntry(p) if p.fd().is_ok() => Ok(()),
-                    Program::FExit(p) if p.fd().is_ok() => Ok(()),
+                    Program::FEntry(p) if p.fd().is_ok() => Ok(true),
+                    Program::FExit(p) if p.fd().is_ok() => Ok(true),
                     Program::FEntry(p) => load(p.load(function, btf)),
                     Program::FExit(p) => load(p.load(function, btf)),
-                    _ => Err(TrampolineLoad::Refused(format!(
-                        "{name} is no fentry or fexit program"
-                    ))),
+                    _ => Err(format!("{name} is no fentry or fexit program")),
                 };
                 (name, r)
             }));

@@ -357,4 +357,18 @@ mod tests {
             })
         ));
     }
+
+    #[test]
+    fn syscall_hook_names_are_the_ones_probes_take() {
+        use clap::ValueEnum;
+        let names: Vec<&str> = SyscallHook::value_variants()
+            .iter()
+            .map(|h| h.name())
+            .collect();
+        assert_eq!(names, crate::probes::SYSCALL_HOOK_NAMES);
+        for h in SyscallHook::value_variants() {
+            let v = h.to_possible_value().unwrap();
+            assert_eq!(v.get_name(), h.name());
+        }
+    }
 }

@@ -413,7 +413,7 @@ pub fn parse_line(line: &str) -> R<Line> {
                             .find(|k| *k == v)
                     }),
                     syscalls_via: h.get("syscalls_via").and_then(Value::as_str).and_then(|v| {
-                        ["syscall_events", "raw_syscalls", "fentry"]
+                        crate::probes::SYSCALL_HOOK_NAMES
                             .into_iter()
                             .find(|k| *k == v)
                     }),

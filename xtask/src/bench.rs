@@ -254,6 +254,23 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
                     "--".into(),
                 ]
             }
+            // The workload starts a second after nstrace, which is stopped
+            // (SIGSTOP) by then: see `timed_stopped`.
+            STOPPED => {
+                let mut a: Argv = vec![
+                    s(&env.nstrace),
+                    "--format".into(),
+                    "ndjson".into(),
+                    "-o".into(),
+                    out("nstrace-stopped"),
+                    "--".into(),
+                    "sh".into(),
+                    "-c".into(),
+                ];
+                a.push(format!("sleep 1; exec {}", workload.join(" ")));
+                v.push(((*t).to_string(), a));
+                continue;
+            }
             "nstrace --all" => vec![
                 s(&env.nstrace),
                 "--all".into(),
@@ -301,9 +318,72 @@ fn variants(env: &Env, workload: &[String], tracers: &[&str]) -> Vec<(String, Ar
     v
 }
 
+/// The variant of benchmark 1 that runs with nstrace's programs attached
+/// and its userspace stopped: what the kernel side costs alone.
+const STOPPED: &str = "nstrace, userspace stopped (SIGSTOP)";
+
+/// Runs nstrace's `argv` (a variant [`STOPPED`]), stops nstrace once it
+/// traces (`out`, its trace, has the first event) and before the workload
+/// starts, and resumes it once the helper has printed its `mode` line. The
+/// programs run for every traced call, and nobody reads their records:
+/// once the ring buffer is full the programs still capture everything but
+/// drop the records instead of copying them (counted as lost). Returns the
+/// helper's output; nstrace's wall time here includes the wait.
+fn timed_stopped(
+    argv: &[String],
+    out: &Path,
+    mode: &str,
+    log: &Path,
+) -> Result<(Duration, String)> {
+    let _ = std::fs::remove_file(out);
+    let start = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("cannot run {}", argv[0]))?;
+    let pid = child.id() as libc::pid_t;
+    let signal = |sig| {
+        // SAFETY: a signal to our own child, which we have not reaped.
+        unsafe { libc::kill(pid, sig) }
+    };
+    while std::fs::metadata(out).map_or(true, |m| m.len() == 0) {
+        if start.elapsed() > Duration::from_secs(10) || child.try_wait()?.is_some() {
+            signal(libc::SIGKILL);
+            let _ = child.wait();
+            bail!("nstrace did not start tracing; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(libc::SIGSTOP);
+    let stdout = child.stdout.take().context("no stdout")?;
+    // nstrace holds the pipe too: read up to the helper's line, not to EOF.
+    let mut text = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with(&format!("{mode} ")) {
+            break;
+        }
+    }
+    signal(libc::SIGCONT);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}); see {}",
+            argv.join(" "),
+            log.display()
+        );
+    }
+    Ok((start.elapsed(), text))
+}
+
 /// Per variant: the helper-reported times (ns), the wall times (s) and the
-/// helper's last line.
-type Samples = (Vec<f64>, Vec<f64>, Vec<u64>);
+/// helper's line of each repetition (its fields after the mode).
+type Samples = (Vec<f64>, Vec<f64>, Vec<Vec<u64>>);
 
 /// Interleaved repetitions; per variant: the helper-reported times (ns) and wall times.
 fn side_by_side(
@@ -320,17 +400,30 @@ fn side_by_side(
             let log = env
                 .scratch
                 .join(format!("{label}-{}.log", name.replace(' ', "_")));
-            let (wall, stdout) = timed(argv, &log)?;
+            let (wall, stdout) = match trace_output(argv).filter(|_| name == STOPPED) {
+                Some(out) => timed_stopped(argv, &out, mode, &log)?,
+                None => timed(argv, &log)?,
+            };
             let fields = helper_line(&stdout, mode)?;
             let elapsed = *fields.get(elapsed_field).context("no elapsed time")? as f64;
             results[i].0.push(elapsed);
             results[i].1.push(wall.as_secs_f64());
-            results[i].2 = fields;
+            results[i].2.push(fields);
         }
         eprint!("\r{label}: round {}/{reps}   ", rep + 1);
     }
     eprintln!();
     Ok(results)
+}
+
+/// Field `i` of the helper's line in the last repetition (0 if none).
+fn last_field(samples: &Samples, i: usize) -> u64 {
+    samples
+        .2
+        .last()
+        .and_then(|f| f.get(i))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Median of the per-round ratios against variant 0.
@@ -354,6 +447,7 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
             "nstrace",
             "nstrace --poll-interval 2ms",
             "nstrace --poll-interval 100ms",
+            STOPPED,
             "nstrace (raw_syscalls)",
             "strace -f",
             "bpftrace",
@@ -366,11 +460,15 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     for (i, (name, _)) in v.iter().enumerate() {
         let mut t = results[i].0.clone();
         let mut w = results[i].1.clone();
-        let failed = results[i].2.get(1).copied().unwrap_or(0);
+        let failed = last_field(&results[i], 1);
+        let wall = if name == STOPPED {
+            "wall: not comparable, nstrace waits".to_string()
+        } else {
+            format!("wall {:.0} ms", median(&mut w) * 1e3)
+        };
         let mut value = format!(
-            "{:.1} ms (wall {:.0} ms){}",
+            "{:.1} ms ({wall}){}",
             median(&mut t) / 1e6,
-            median(&mut w) * 1e3,
             if failed > 0 {
                 format!(", {failed} rounds failed")
             } else {
@@ -396,7 +494,80 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
         }
         rows.push(row);
     }
+    rows.extend(ns_steps(&v, &results, plan));
     Ok(rows)
+}
+
+/// The steps of a round of `nstrace-bench ns`, in the order of the times
+/// its line gives from field [`NS_STEPS_AT`] on.
+const NS_STEPS: [&str; 6] = [
+    "fork",
+    "unshare",
+    "mount private",
+    "mount tmpfs",
+    "umount2",
+    "exit+reap",
+];
+
+/// Where the step times start in the helper's line (after N, FAILED and
+/// ELAPSED_NS).
+const NS_STEPS_AT: usize = 3;
+
+/// Benchmark 1 step by step: the median (over repetitions) of each step's
+/// mean time, untraced and under some tracers, with the difference: where
+/// a tracer's cost lands. The traced calls' own steps carry the programs;
+/// the steps that wait for another CPU (the child's first run, umount2's
+/// and the exit's RCU grace periods, the parent's wakeup) also move with
+/// what the other CPUs are doing, in either direction.
+fn ns_steps(v: &[(String, Argv)], results: &[Samples], plan: &Plan) -> Vec<Row> {
+    let bench = format!(
+        "1b. ns workload, one round's steps in µs ({} rounds)",
+        plan.ns_rounds
+    );
+    let step_medians = |r: &Samples| -> Vec<f64> {
+        (0..NS_STEPS.len())
+            .map(|k| {
+                let mut x: Vec<f64> =
+                    r.2.iter()
+                        .filter_map(|f| f.get(NS_STEPS_AT + k))
+                        .map(|&n| n as f64 / 1e3)
+                        .collect();
+                median(&mut x)
+            })
+            .collect()
+    };
+    let base = step_medians(&results[0]);
+    let mut rows = Vec::new();
+    for (i, (name, _)) in v.iter().enumerate() {
+        if !["untraced", "nstrace", STOPPED, "strace -f", "bpftrace"].contains(&name.as_str()) {
+            continue;
+        }
+        let steps = step_medians(&results[i]);
+        let parts: Vec<String> = NS_STEPS
+            .iter()
+            .zip(steps.iter().zip(&base))
+            .map(|(step, (t, b))| {
+                if i == 0 {
+                    format!("{step} {t:.1}")
+                } else {
+                    format!("{step} {t:.1} ({:+.1})", t - b)
+                }
+            })
+            .collect();
+        let total: f64 = steps.iter().sum();
+        let btotal: f64 = base.iter().sum();
+        let value = if i == 0 {
+            format!("{}; round {total:.1}", parts.join(" · "))
+        } else {
+            format!(
+                "{}; round {total:.1} ({:+.1})",
+                parts.join(" · "),
+                total - btotal
+            )
+        };
+        rows.push(Row::new(&bench, name, value));
+    }
+    rows
 }
 
 /// Why this kernel refuses nstrace's fentry hook for syscalls (its
@@ -452,8 +623,8 @@ fn unrelated_work(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
     tracers.push("bpftrace, one idle syscall event");
     let v = variants(env, &workload, &tracers);
     let results = side_by_side(env, "2-noise", &v, plan.reps, "noise", 2)?;
-    let calls = results[0].2.first().copied().unwrap_or(0);
-    let forks = results[0].2.get(1).copied().unwrap_or(0);
+    let calls = last_field(&results[0], 0);
+    let forks = last_field(&results[0], 1);
     let bench = format!("2. unrelated work, {calls} syscalls + {forks} forks");
     let mut rows = Vec::new();
     for (i, (name, _)) in v.iter().enumerate() {

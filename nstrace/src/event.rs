@@ -110,8 +110,9 @@ pub enum EventKind {
         /// the new one was gone): the mounts as they are there now, without
         /// the kernel's flags of the copy.
         from_source: bool,
-        /// The mounts.
-        mounts: Vec<crate::mounts::Mount>,
+        /// The mounts. Shared with the model (and, for a copy read through
+        /// nstrace's own namespace, with its table): a table is built once.
+        mounts: std::sync::Arc<[crate::mounts::Mount]>,
     },
 }
 

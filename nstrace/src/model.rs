@@ -69,8 +69,8 @@ pub struct MountTable {
     pub locked: bool,
     /// Read from the source namespace (the new one's processes were gone).
     pub from_source: bool,
-    /// The mounts, the namespace's root first.
-    pub mounts: Vec<crate::mounts::Mount>,
+    /// The mounts, the namespace's root first (the event's own).
+    pub mounts: std::sync::Arc<[crate::mounts::Mount]>,
 }
 
 /// An event with what the model derived from it.
@@ -232,7 +232,7 @@ impl Model {
                         user_ns: *user_ns,
                         locked: *locked,
                         from_source: *from_source,
-                        mounts: mounts.clone(),
+                        mounts: std::sync::Arc::clone(mounts),
                     },
                 );
             }
@@ -571,7 +571,7 @@ mod tests {
                 locked: false,
                 created_by,
                 from_source: false,
-                mounts: vec![],
+                mounts: std::sync::Arc::from([]),
             },
         )
     }

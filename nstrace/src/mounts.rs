@@ -452,7 +452,7 @@ pub fn add_kernel_flags(mounts: &mut [Mount], walked: &mut [nstrace_common::Walk
 #[derive(Debug)]
 pub struct OwnTable {
     file: std::fs::File,
-    mounts: Vec<Mount>,
+    mounts: std::sync::Arc<[Mount]>,
 }
 
 impl OwnTable {
@@ -461,14 +461,15 @@ impl OwnTable {
         let file = std::fs::File::open("/proc/self/mountinfo")?;
         let mut table = Self {
             file,
-            mounts: Vec::new(),
+            mounts: std::sync::Arc::from([]),
         };
         table.reread()?;
         Ok(table)
     }
 
-    /// The table as it is now.
-    pub fn current(&mut self) -> std::io::Result<&[Mount]> {
+    /// The table as it is now (shared: the same until the namespace
+    /// changes).
+    pub fn current(&mut self) -> std::io::Result<std::sync::Arc<[Mount]>> {
         use std::os::fd::AsRawFd;
         let mut pfd = libc::pollfd {
             fd: self.file.as_raw_fd(),
@@ -483,13 +484,13 @@ impl OwnTable {
         if pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0 {
             self.reread()?;
         }
-        Ok(&self.mounts)
+        Ok(std::sync::Arc::clone(&self.mounts))
     }
 
     fn reread(&mut self) -> std::io::Result<()> {
         use std::io::Seek;
         self.file.rewind()?;
-        self.mounts = crate::procfs::with_file_text(&mut self.file, parse_mountinfo)?;
+        self.mounts = crate::procfs::with_file_text(&mut self.file, parse_mountinfo)?.into();
         Ok(())
     }
 }

@@ -472,7 +472,7 @@ pub fn parse_line(line: &str) -> R<Line> {
                 Some("new") | None => false,
                 Some(_) => return Err(ReplayError::Field("read_from")),
             },
-            mounts: mounts_of(m.get("mounts"))?,
+            mounts: mounts_of(m.get("mounts"))?.into(),
         },
         other => return Err(ReplayError::Type(other.to_string())),
     };

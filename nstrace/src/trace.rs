@@ -448,7 +448,7 @@ impl Pipeline {
                 crate::mounts::LiveTable::open(req.pid, req.mnt_ns).and_then(|mut live| {
                     let mut mounts = live.mounts()?;
                     self.kernel_view(&live, req.mnt_ns, &mut mounts);
-                    Some((mounts, false))
+                    Some((mounts.into(), false))
                 });
             // Every process of the new namespace may be gone already (a
             // short-lived command, a backlog under load): the copy began as a
@@ -533,10 +533,10 @@ impl Pipeline {
 
     /// The mount table of mount namespace `mnt_ns`, through a live process
     /// in it (nstrace itself, or one the model knows).
-    fn read_source(&mut self, mnt_ns: u32) -> Option<Vec<crate::mounts::Mount>> {
+    fn read_source(&mut self, mnt_ns: u32) -> Option<std::sync::Arc<[crate::mounts::Mount]>> {
         if let Some((_, own)) = self.own_table.as_mut().filter(|(ns, _)| *ns == mnt_ns) {
             match own.current() {
-                Ok(mounts) => return Some(mounts.to_vec()),
+                Ok(mounts) => return Some(mounts),
                 Err(e) => eprintln!("nstrace: cannot read its own mount table: {e}"),
             }
         }
@@ -545,6 +545,7 @@ impl Pipeline {
             .into_iter()
             .filter(|pid| crate::mounts::mnt_ns_of(*pid) == Some(mnt_ns))
             .find_map(crate::mounts::read_mountinfo)
+            .map(Into::into)
     }
 
     /// Adds the kernel's own flags to the mounts of namespace `mnt_ns`:

@@ -1230,7 +1230,7 @@ mod tests {
                 locked: true,
                 created_by: 4,
                 from_source: false,
-                mounts,
+                mounts: mounts.into(),
             },
         });
         model
@@ -1430,8 +1430,9 @@ mod tests {
         use nstrace_common::mnt_flags::{LOCKED, LOCK_ATIME};
         let with_kernel = |path: &str, flags: u32| {
             let mut model = model_with_locked_table();
-            let mut table = model.mount_table(77).unwrap().clone();
-            for m in table.mounts.iter_mut().filter(|m| m.mountpoint == path) {
+            let table = model.mount_table(77).unwrap().clone();
+            let mut mounts = table.mounts.to_vec();
+            for m in mounts.iter_mut().filter(|m| m.mountpoint == path) {
                 m.kernel = Some(KernelMount { flags });
             }
             model.apply(Event {
@@ -1446,7 +1447,7 @@ mod tests {
                     locked: true,
                     created_by: 4,
                     from_source: false,
-                    mounts: table.mounts,
+                    mounts: mounts.into(),
                 },
             });
             model

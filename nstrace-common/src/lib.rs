@@ -76,6 +76,11 @@ pub enum RecordKind {
     Cap = 5,
     /// A kernel log line printed inside a traced call: [`KlogRecord`].
     Klog = 6,
+    /// The mounts of a mount namespace a traced unshare(2) just made, as
+    /// the kernel listed them then: [`WalkRecord`], ahead of the call's own
+    /// record. Not an event of the trace: what nstrace builds the new
+    /// namespace's table from.
+    Walk = 7,
 }
 
 impl RecordKind {
@@ -88,6 +93,7 @@ impl RecordKind {
             4 => Some(Self::Exit),
             5 => Some(Self::Cap),
             6 => Some(Self::Klog),
+            7 => Some(Self::Walk),
             _ => None,
         }
     }
@@ -278,7 +284,8 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 const _: () = assert!(core::mem::size_of::<MountProbe>().is_multiple_of(8));
 
-/// One mount of a [`MountWalk`]: its id and `vfsmount.mnt_flags`.
+/// One mount of a [`MountWalk`]: its id, `vfsmount.mnt_flags`, and what
+/// identifies it across a copy of its namespace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkedMount {
@@ -286,10 +293,24 @@ pub struct WalkedMount {
     pub mnt_id: u32,
     /// `vfsmount.mnt_flags` (MNT_LOCKED and the MNT_LOCK_* bits among them).
     pub flags: u32,
+    /// The id of its parent mount (its own for a namespace's root).
+    pub parent_id: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// `vfsmount.mnt_root`: the address of the dentry mounted. A copy of a
+    /// mount (copy_tree) mounts the same dentry at the same mountpoint
+    /// dentry: with [`Self::mountpoint`] and the parent, what pairs a mount
+    /// of a new namespace with the one it was copied from. Compared, never
+    /// shown.
+    pub root: u64,
+    /// `struct mount.mnt_mountpoint`: the address of the dentry it is
+    /// mounted on (its own root for a namespace's root mount).
+    pub mountpoint: u64,
 }
 
-/// Most mounts one [`MountWalk`] lists.
-pub const WALK_MOUNTS: u32 = 1024;
+/// Most mounts one [`MountWalk`] lists: as many as let a [`WalkRecord`]
+/// fit in a per-CPU map value (32 KiB, the kernel's per-CPU unit).
+pub const WALK_MOUNTS: u32 = 1022;
 
 /// Set in the fd of a probe request (see [`Config::probe_nr`]): walk the
 /// whole mount namespace of the nsfs fd below it into `MOUNT_WALK`, rather
@@ -321,6 +342,30 @@ pub struct MountWalk {
 
 const _: () = assert!(core::mem::size_of::<MountWalk>().is_multiple_of(8));
 
+/// [`RecordKind::Walk`]: a [`MountWalk`] of a new mount namespace, made by
+/// the program on the exit of the unshare(2) that created it (the header's
+/// pid and tid are the caller's). Only the first `walk.count` mounts are
+/// sent: the record is cut there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WalkRecord {
+    /// Common header (`lost_before` is always 0: a walk is not an event).
+    pub header: Header,
+    /// The walk (`answered` is 1).
+    pub walk: MountWalk,
+}
+
+const _: () = assert!(core::mem::size_of::<WalkRecord>() <= 32 * 1024);
+
+impl WalkRecord {
+    /// Bytes of a record that lists `count` mounts.
+    pub const fn size_for(count: u32) -> usize {
+        core::mem::offset_of!(WalkRecord, walk)
+            + core::mem::offset_of!(MountWalk, mounts)
+            + count as usize * core::mem::size_of::<WalkedMount>()
+    }
+}
+
 /// `mnt_flags` bit marking a shared mount on kernels before 6.15, where
 /// `struct mount` has no `mnt_t_flags`.
 pub const MNT_SHARED: u32 = 0x1000;
@@ -332,6 +377,19 @@ pub const DCACHE_MOUNTED_DEFAULT: u32 = 0x1_0000;
 
 /// `mnt_flags` bits (stable since Linux 3.x; BTF enum values on 6.18).
 pub mod mnt_flags {
+    /// The per-mount options mountinfo shows (its sixth field), by the
+    /// word it shows for each (the kernel's MNT_NOSUID ... MNT_NOSYMFOLLOW,
+    /// unchanged since they were introduced).
+    pub const OPTIONS: [(&str, u32); 8] = [
+        ("nosuid", 0x01),
+        ("nodev", 0x02),
+        ("noexec", 0x04),
+        ("noatime", 0x08),
+        ("nodiratime", 0x10),
+        ("relatime", 0x20),
+        ("ro", 0x40),
+        ("nosymfollow", 0x80),
+    ];
     /// Atime mode locked.
     pub const LOCK_ATIME: u32 = 0x04_0000;
     /// noexec locked.
@@ -942,6 +1000,11 @@ pub mod names {
     pub const PROG_MOUNT_WALK_FENTRY: &str = "mount_walk_fentry";
     /// Program array holding [`PROG_MOUNT_WALK_FENTRY`].
     pub const WALK_PROGS_FENTRY: &str = "WALK_PROGS_FENTRY";
+    /// Walk of the mount namespace a traced unshare(2) made, on
+    /// `syscalls:sys_exit_unshare`, attached before the syscall program.
+    pub const PROG_NEW_NS_WALK: &str = "new_ns_walk";
+    /// Program array holding [`PROG_NEW_NS_WALK`], for its tail calls.
+    pub const NEW_NS_WALK_PROGS: &str = "NEW_NS_WALK_PROGS";
     /// How many fentry/fexit stub pairs the object has for syscall
     /// functions (`sys_fentry_N`, `sys_fexit_N` for N below this).
     pub const SYSCALL_TRAMPOLINES: usize = 16;

@@ -27,7 +27,7 @@ use aya_ebpf::{
 use nstrace_common::{
     ns, role, tracked, ArgSpec, CapRecord, Config, ExecRecord, ExitRecord, ForkRecord, Header,
     IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, Span, SyscallRecord,
-    TaskState, UserNsInfo, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
+    TaskState, UserNsInfo, WalkRecord, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
     MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, SMALL_SPAN_MAX,
     SPAN_MAX, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS,
     WALK_REQUEST,
@@ -728,6 +728,132 @@ pub fn mount_walk_fentry(ctx: FEntryContext) -> i32 {
     })
 }
 
+/// A walk of a new mount namespace, per CPU: the cursor, and the thread it
+/// is for. A walk goes on by tail calls within one run of the syscall
+/// exit's programs; a cursor left active by another thread (one preempted
+/// mid-walk, on a preemptible kernel) is not resumed but dropped.
+#[derive(Clone, Copy)]
+pub struct NewNsCursor {
+    cursor: WalkCursor,
+    tid: u64,
+}
+
+/// [`new_ns_walk`]'s cursor, per CPU.
+#[map]
+static NEW_NS_CURSOR: PerCpuArray<NewNsCursor> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`new_ns_walk`]'s record, built per CPU and sent cut to its mounts.
+#[map]
+static NEW_NS_WALK: PerCpuArray<WalkRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: [`new_ns_walk`] itself, for its tail calls.
+#[map]
+static NEW_NS_WALK_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// `syscalls:sys_exit_unshare`, attached before [`syscall_exit`]: when a
+/// traced unshare(2) made a mount namespace, lists the new namespace's
+/// mounts (id, flags, and the dentries that pair each with the mount it
+/// was copied from) as the kernel made them, into a [`WalkRecord`] sent
+/// ahead of the call's own record. nstrace then builds the new table from
+/// the source's without racing the namespace's processes for it. The same
+/// walk as [`mount_walk`], over as many runs (tail calls).
+#[tracepoint]
+pub fn new_ns_walk(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else {
+        return 0;
+    };
+    let (Some(state), Some(rec)) = (NEW_NS_CURSOR.get_ptr_mut(0), NEW_NS_WALK.get_ptr_mut(0))
+    else {
+        return 0;
+    };
+    let (pid, tid) = current_ids();
+    // SAFETY: this CPU's elements of NEW_NS_CURSOR and NEW_NS_WALK.
+    let (cur, out) = unsafe { (addr_of_mut!((*state).cursor), addr_of_mut!((*rec).walk)) };
+    // SAFETY: as above.
+    let resumed = unsafe { (*cur).active != 0 && (*state).tid == u64::from(tid) };
+    if !resumed {
+        // SAFETY: as above.
+        unsafe { addr_of_mut!((*cur).active).write(0) };
+        if !new_ns_walk_start(cfg, &ctx, rec, pid, tid) {
+            return 0;
+        }
+        // SAFETY: as above.
+        unsafe { addr_of_mut!((*state).tid).write(u64::from(tid)) };
+    }
+    let complete = match walk_steps(cfg, cur, out) {
+        Some(complete) => complete,
+        None => {
+            // SAFETY: a tail call into this same program, which carries on
+            // from the cursor; it returns only if it could not be made.
+            unsafe { NEW_NS_WALK_PROGS.tail_call(&ctx, 0) };
+            0
+        }
+    };
+    new_ns_walk_end(cur, rec, complete);
+    0
+}
+
+/// Starts [`new_ns_walk`]'s walk if the exit is of a traced unshare(2)
+/// that succeeded and asked for CLONE_NEWNS (its flags are in the entry's
+/// pending record): the caller's mount namespace is the new one.
+#[inline(always)]
+fn new_ns_walk_start(
+    cfg: &Config,
+    ctx: &TracePointContext,
+    rec: *mut WalkRecord,
+    pid: u32,
+    tid: u32,
+) -> bool {
+    if tp_u64(ctx, TP_ARGS) != 0 || traced_caller(cfg, tp_nr(ctx)).is_none() {
+        return false;
+    }
+    // SAFETY: a plain lookup; the entry's record is read in place.
+    let flags = match unsafe { PENDING.get(tid) } {
+        Some(pending) => pending.args[0],
+        None => return false,
+    };
+    if flags & u64::from(CLONE_NEWNS) == 0 || !walk_offsets_known(cfg) {
+        return false;
+    }
+    let o = &cfg.offsets;
+    let nsproxy: u64 = kread0(current_task(), o.task_nsproxy);
+    let mnt_ns: u64 = kread0(nsproxy, o.nsproxy_field[ns::MNT]);
+    // SAFETY: `rec` is this CPU's NEW_NS_WALK element.
+    unsafe {
+        fill_header(addr_of_mut!((*rec).header), RecordKind::Walk, pid, tid);
+        addr_of_mut!((*rec).walk.count).write(0);
+        addr_of_mut!((*rec).walk.answered).write(1);
+        let state = NEW_NS_CURSOR.get_ptr_mut(0);
+        match state {
+            Some(state) => walk_begin(
+                cfg,
+                mnt_ns,
+                addr_of_mut!((*state).cursor),
+                addr_of_mut!((*rec).walk),
+            ),
+            None => false,
+        }
+    }
+}
+
+/// Ends [`new_ns_walk`]'s walk: sends the record, cut after its mounts.
+/// A record the ring cannot take is dropped, not counted as lost: it is
+/// no event, and nstrace reads the namespace's table itself without it.
+#[inline(always)]
+fn new_ns_walk_end(cur: *mut WalkCursor, rec: *mut WalkRecord, complete: u32) {
+    // SAFETY: this CPU's elements of NEW_NS_CURSOR and NEW_NS_WALK.
+    unsafe {
+        addr_of_mut!((*cur).active).write(0);
+        addr_of_mut!((*rec).walk.complete).write(complete);
+        let count = core::ptr::read_volatile(addr_of_mut!((*rec).walk.count));
+        let len = WalkRecord::size_for(count.min(WALK_MOUNTS));
+        if len <= core::mem::size_of::<WalkRecord>() {
+            let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), len);
+            let _ = EVENTS.output::<[u8]>(bytes, NO_WAKEUP);
+        }
+    }
+}
+
 /// One run of the walk: starts it on a request (`fd` yields the syscall's
 /// first argument), goes up to [`WALK_STEPS_PER_RUN`] steps, and carries on
 /// by a tail call into slot 0 of `progs` (this same program).
@@ -778,19 +904,7 @@ fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) 
         addr_of_mut!((*out).mnt_ns).write(0);
         addr_of_mut!((*out).count).write(0);
     }
-    // The steps read these without checking them (see `kread_at`).
-    if [
-        o.mntns_ns,
-        o.mntns_root,
-        o.mount_mounts,
-        o.mount_child,
-        o.mount_parent,
-        o.mount_id,
-        o.mount_mnt,
-        o.vfsmount_flags,
-    ]
-    .contains(&NO_OFFSET)
-    {
+    if !walk_offsets_known(cfg) {
         return false;
     }
     let inode: u64 = kread0(fd_file(cfg, fd), o.file_inode);
@@ -802,9 +916,17 @@ fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) 
     {
         return false;
     }
-    let mnt_ns = ns_common - o.mntns_ns as u64;
+    walk_begin(cfg, ns_common - o.mntns_ns as u64, cur, out)
+}
+
+/// Starts a walk of `struct mnt_namespace` `mnt_ns` from its root mount,
+/// which is listed first. The caller checked the walk's offsets.
+#[inline(always)]
+fn walk_begin(cfg: &Config, mnt_ns: u64, cur: *mut WalkCursor, out: *mut MountWalk) -> bool {
+    let o = &cfg.offsets;
     let root: u64 = kread0(mnt_ns, o.mntns_root);
-    // SAFETY: as above; `cur` is this CPU's cursor.
+    // SAFETY: `out` is a walk's list (MOUNT_WALK's element, or this CPU's
+    // NEW_NS_WALK record); `cur` is this CPU's cursor.
     unsafe {
         addr_of_mut!((*out).mnt_ns).write(kread0(mnt_ns, o.ns_inum[ns::MNT]));
         cur.write(WalkCursor {
@@ -815,6 +937,26 @@ fn walk_start(cfg: &Config, fd: u64, cur: *mut WalkCursor, out: *mut MountWalk) 
         });
     }
     root != 0 && list_mount(cfg, out, root)
+}
+
+/// The offsets a walk reads without checking them (see `kread_at`): all
+/// known, or no walk.
+#[inline(always)]
+fn walk_offsets_known(cfg: &Config) -> bool {
+    let o = &cfg.offsets;
+    ![
+        o.mntns_ns,
+        o.mntns_root,
+        o.mount_mounts,
+        o.mount_child,
+        o.mount_parent,
+        o.mount_id,
+        o.mount_mnt,
+        o.vfsmount_flags,
+        o.vfsmount_root,
+        o.mount_mountpoint,
+    ]
+    .contains(&NO_OFFSET)
 }
 
 /// Ends the walk: answered, and whether it listed every mount.
@@ -910,14 +1052,20 @@ fn list_mount(cfg: &Config, out: *mut MountWalk, m: u64) -> bool {
     // The count is read back from map memory, not carried in a register:
     // the verifier then sees one unknown value at each step rather than a
     // state per count it could have.
-    // SAFETY: `out` is MOUNT_WALK's element.
+    // SAFETY: `out` is a walk's list (see `walk_begin`).
     let n = unsafe { core::ptr::read_volatile(addr_of_mut!((*out).count)) };
     if n >= WALK_MOUNTS {
         return false;
     }
+    let vfsmount = m + u64::from(o.mount_mnt);
+    let parent: u64 = kread_at(m + u64::from(o.mount_parent));
     let entry = WalkedMount {
         mnt_id: kread_at(m + u64::from(o.mount_id)),
-        flags: kread_at(m + u64::from(o.mount_mnt) + u64::from(o.vfsmount_flags)),
+        flags: kread_at(vfsmount + u64::from(o.vfsmount_flags)),
+        parent_id: kread0(parent, o.mount_id),
+        _pad: 0,
+        root: kread_at(vfsmount + u64::from(o.vfsmount_root)),
+        mountpoint: kread_at(m + u64::from(o.mount_mountpoint)),
     };
     // SAFETY: `n` is below the array's length.
     unsafe {

@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use std::mem::size_of;
 
 use nstrace_common::{
-    CapRecord, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord, RecordKind, SyscallRecord,
-    ARGV_LEN, BLOB_LEN, COMM_LEN, KLOG_LEN, PATH_LEN, STR_LEN, SYSCALL_NO_ENTRY,
+    CapRecord, ExecRecord, ExitRecord, ForkRecord, Header, KlogRecord, MountWalk, RecordKind,
+    SyscallRecord, WalkRecord, WalkedMount, ARGV_LEN, BLOB_LEN, COMM_LEN, KLOG_LEN, PATH_LEN,
+    STR_LEN, SYSCALL_NO_ENTRY, WALK_MOUNTS,
 };
 use thiserror::Error;
 
@@ -33,6 +34,64 @@ pub enum DecodeError {
     /// Unknown kind value.
     #[error("record of unknown kind {0}")]
     UnknownKind(u32),
+}
+
+/// A [`RecordKind::Walk`] record: the mounts of a mount namespace that a
+/// traced unshare(2) just made, as the kernel listed them then. Not an
+/// event: nstrace builds the namespace's table from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNsWalk {
+    /// The caller (thread-group id).
+    pub pid: u32,
+    /// The new mount namespace.
+    pub mnt_ns: u32,
+    /// Every mount was listed (the walk got back to the root).
+    pub complete: bool,
+    /// The mounts, depth first from the root (as the kernel's `next_mnt`).
+    pub mounts: Vec<WalkedMount>,
+}
+
+/// The walk `bytes` holds if it is a [`RecordKind::Walk`] record;
+/// `Ok(None)` for a record of any other kind. The record is cut after its
+/// mounts, so it is read field by field rather than as a whole.
+pub fn new_ns_walk(bytes: &[u8]) -> Result<Option<NewNsWalk>, DecodeError> {
+    let raw_kind: u32 = read_record(bytes, 0)?;
+    if RecordKind::from_raw(raw_kind) != Some(RecordKind::Walk) {
+        return Ok(None);
+    }
+    let header: Header = read_record(bytes, raw_kind)?;
+    let walk_at = std::mem::offset_of!(WalkRecord, walk);
+    let field = |off: usize| -> Result<u32, DecodeError> {
+        read_record(bytes.get(walk_at + off..).unwrap_or_default(), raw_kind).map_err(|_| {
+            DecodeError::Short {
+                kind: raw_kind,
+                len: bytes.len(),
+                want: WalkRecord::size_for(0),
+            }
+        })
+    };
+    let mnt_ns = field(std::mem::offset_of!(MountWalk, mnt_ns))?;
+    let count = field(std::mem::offset_of!(MountWalk, count))?.min(WALK_MOUNTS);
+    let complete = field(std::mem::offset_of!(MountWalk, complete))? != 0;
+    let want = WalkRecord::size_for(count);
+    if bytes.len() < want {
+        return Err(DecodeError::Short {
+            kind: raw_kind,
+            len: bytes.len(),
+            want,
+        });
+    }
+    let first = walk_at + std::mem::offset_of!(MountWalk, mounts);
+    let mounts = bytes[first..want]
+        .chunks_exact(size_of::<WalkedMount>())
+        .map(|chunk| read_record::<WalkedMount>(chunk, raw_kind))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(NewNsWalk {
+        pid: header.pid,
+        mnt_ns,
+        complete,
+        mounts,
+    }))
 }
 
 /// Reads a `T` from the start of `bytes` (which may be unaligned).
@@ -209,6 +268,8 @@ impl Decoder {
                 let text = c_string(&rec.text[..n]).trim_end().to_string();
                 self.event(&rec.header, EventKind::Klog { text })
             }
+            // Not an event (its header carries no loss): see `new_ns_walk`.
+            RecordKind::Walk => return Ok(()),
             RecordKind::Exit => {
                 let rec: ExitRecord = read_record(bytes, raw_kind)?;
                 self.event(

@@ -106,10 +106,8 @@ pub enum EventKind {
         locked: bool,
         /// The event that created the namespace.
         created_by: u64,
-        /// Read from the namespace the copy was made from (every process of
-        /// the new one was gone): the mounts as they are there now, without
-        /// the kernel's flags of the copy.
-        from_source: bool,
+        /// Where the table came from.
+        read_from: crate::mounts::ReadFrom,
         /// The mounts. Shared with the model (and, for a copy read through
         /// nstrace's own namespace, with its table): a table is built once.
         mounts: std::sync::Arc<[crate::mounts::Mount]>,

@@ -67,8 +67,8 @@ pub struct MountTable {
     pub user_ns: u32,
     /// Whether the copy locked the mounts.
     pub locked: bool,
-    /// Read from the source namespace (the new one's processes were gone).
-    pub from_source: bool,
+    /// Where the table came from.
+    pub read_from: crate::mounts::ReadFrom,
     /// The mounts, the namespace's root first (the event's own).
     pub mounts: std::sync::Arc<[crate::mounts::Mount]>,
 }
@@ -221,7 +221,7 @@ impl Model {
                 locked,
                 created_by,
                 mounts,
-                from_source,
+                read_from,
             } => {
                 self.counts.events += 1;
                 self.mount_tables.insert(
@@ -231,7 +231,7 @@ impl Model {
                         created_by: *created_by,
                         user_ns: *user_ns,
                         locked: *locked,
-                        from_source: *from_source,
+                        read_from: *read_from,
                         mounts: std::sync::Arc::clone(mounts),
                     },
                 );
@@ -570,7 +570,7 @@ mod tests {
                 user_ns: 100,
                 locked: false,
                 created_by,
-                from_source: false,
+                read_from: crate::mounts::ReadFrom::New,
                 mounts: std::sync::Arc::from([]),
             },
         )

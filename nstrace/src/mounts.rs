@@ -9,6 +9,40 @@
 
 use std::fmt::Write as _;
 
+/// Where the table of a new mount namespace came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Read from a process in the new namespace (`/proc/PID/mountinfo`),
+    /// with the kernel's flags where nstrace could walk the namespace.
+    New,
+    /// Listed by the kernel as the unshare(2) that made the namespace
+    /// returned (ids and flags: the copy as made), each mount paired with
+    /// the one of the source namespace it was copied from, whose path,
+    /// filesystem and options it has. No process had to be caught alive.
+    Creation,
+    /// Every process of the new namespace was gone: read from the namespace
+    /// it was copied from, as it is now, without the copy's flags.
+    Source,
+}
+
+impl ReadFrom {
+    /// The NDJSON `read_from` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Creation => "creation",
+            Self::Source => "source",
+        }
+    }
+
+    /// The value for an NDJSON `read_from` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::New, Self::Creation, Self::Source]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+}
+
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -442,6 +476,114 @@ pub fn add_kernel_flags(mounts: &mut [Mount], walked: &mut [nstrace_common::Walk
     }
 }
 
+/// A mount namespace that copies are made from, ready to pair them with:
+/// its walk, indexed by what a copy of each mount has, and its table, read
+/// together with the walk. See [`CopySource::table_of`].
+#[derive(Debug)]
+pub struct CopySource {
+    /// Its root mount.
+    root: nstrace_common::WalkedMount,
+    /// Each other mount's id, by its root and mountpoint dentries and its
+    /// parent's id.
+    originals: std::collections::HashMap<(u64, u64, u32), u32>,
+    /// Its table, by mount id.
+    lines: std::collections::HashMap<u32, Mount>,
+}
+
+impl CopySource {
+    /// The source of walk `walk` (depth first, root first) and table
+    /// `table`; `None` for an empty walk, or one with two mounts alike
+    /// (same dentries, same parent: one shadowing the other), whose copies
+    /// could not be told apart.
+    pub fn new(walk: &[nstrace_common::WalkedMount], table: &[Mount]) -> Option<Self> {
+        use std::collections::hash_map::{Entry, HashMap};
+        let root = *walk.first()?;
+        let mut originals = HashMap::with_capacity(walk.len());
+        for w in &walk[1..] {
+            match originals.entry((w.root, w.mountpoint, w.parent_id)) {
+                Entry::Vacant(v) => {
+                    v.insert(w.mnt_id);
+                }
+                Entry::Occupied(_) => return None,
+            }
+        }
+        let lines = table.iter().map(|m| (m.id, m.clone())).collect();
+        Some(Self {
+            root,
+            originals,
+            lines,
+        })
+    }
+
+    /// The table of a copy of this namespace, from the kernel's walk of the
+    /// copy as it was made (`copy`).
+    ///
+    /// copy_tree gives each mount it copies the same root dentry as the
+    /// original, mounted on the same mountpoint dentry, under the copy of
+    /// the original's parent: by those, every mount of the copy is paired
+    /// with the mount it was copied from, whose path, filesystem, source
+    /// and options it has. Its own id, parent and flags are the walk's.
+    /// `None` (and the table is read some other way) unless every mount
+    /// pairs, and every paired mount's per-mount options (ro, nosuid,
+    /// nodev, noexec, the atime mode, nosymfollow) in the source's table
+    /// agree with the copy's flags: a mount remounted or unmounted since
+    /// the copy was made does not. Mounts of the walk that the source's
+    /// table does not list (out of its reader's root, as the namespace's
+    /// root mount often is) are left out, as the copy's own table leaves
+    /// them out.
+    pub fn table_of(&self, copy: &[nstrace_common::WalkedMount]) -> Option<Vec<Mount>> {
+        let copy_root = copy.first()?;
+        if copy_root.root != self.root.root {
+            return None;
+        }
+        let mut original_of = std::collections::HashMap::with_capacity(copy.len());
+        original_of.insert(copy_root.mnt_id, self.root.mnt_id);
+        let mut table = Vec::with_capacity(copy.len());
+        for (i, c) in copy.iter().enumerate() {
+            let original = if i == 0 {
+                self.root.mnt_id
+            } else {
+                let parent = *original_of.get(&c.parent_id)?;
+                let original = *self.originals.get(&(c.root, c.mountpoint, parent))?;
+                original_of.insert(c.mnt_id, original);
+                original
+            };
+            let Some(line) = self.lines.get(&original) else {
+                continue;
+            };
+            if option_flags(&line.options) != c.flags & OPTION_BITS {
+                return None;
+            }
+            table.push(Mount {
+                id: c.mnt_id,
+                parent: c.parent_id,
+                kernel: Some(KernelMount { flags: c.flags }),
+                ..line.clone()
+            });
+        }
+        Some(table)
+    }
+}
+
+/// The `mnt_flags` bits mountinfo's per-mount options show.
+const OPTION_BITS: u32 = {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < nstrace_common::mnt_flags::OPTIONS.len() {
+        bits |= nstrace_common::mnt_flags::OPTIONS[i].1;
+        i += 1;
+    }
+    bits
+};
+
+/// The `mnt_flags` bits of mountinfo per-mount options `options`.
+fn option_flags(options: &[String]) -> u32 {
+    nstrace_common::mnt_flags::OPTIONS
+        .iter()
+        .filter(|(word, _)| options.iter().any(|o| o == word))
+        .fold(0, |bits, (_, bit)| bits | bit)
+}
+
 /// The mount table of nstrace's own mount namespace, read again only when
 /// the kernel says it changed: `/proc/self/mountinfo` polls with
 /// `POLLPRI | POLLERR` after any mount or unmount in the namespace since the
@@ -453,6 +595,11 @@ pub fn add_kernel_flags(mounts: &mut [Mount], walked: &mut [nstrace_common::Walk
 pub struct OwnTable {
     file: std::fs::File,
     mounts: std::sync::Arc<[Mount]>,
+    /// Times the table was read: what tells a walk of the namespace made
+    /// along with one reading from a stale one.
+    generation: u64,
+    /// The namespace (`/proc/self/ns/mnt`), to walk it.
+    pub ns: std::fs::File,
 }
 
 impl OwnTable {
@@ -462,6 +609,8 @@ impl OwnTable {
         let mut table = Self {
             file,
             mounts: std::sync::Arc::from([]),
+            generation: 0,
+            ns: std::fs::File::open("/proc/self/ns/mnt")?,
         };
         table.reread()?;
         Ok(table)
@@ -491,7 +640,13 @@ impl OwnTable {
         use std::io::Seek;
         self.file.rewind()?;
         self.mounts = crate::procfs::with_file_text(&mut self.file, parse_mountinfo)?.into();
+        self.generation += 1;
         Ok(())
+    }
+
+    /// How many times the table was read (see [`Self::current`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
@@ -559,6 +714,7 @@ pub fn snapshot_request(ann: &crate::model::Annotated) -> Option<SnapshotRequest
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nstrace_common::WalkedMount;
 
     const DOCKER_LIKE: &str = "\
 600 500 0:50 / / rw,relatime - overlay overlay rw,lowerdir=/l
@@ -699,6 +855,148 @@ mod tests {
         assert!(masking_mounts(&m, "sysfs").is_empty());
     }
 
+    /// DOCKER_LIKE as the kernel walks it (depth first from its root mount
+    /// 500, which the table does not show), with made-up dentry addresses;
+    /// and a copy of it with ids from `first` on, made with `extra` flags.
+    fn walks_of_docker_like(first: u32, extra: u32) -> (Vec<WalkedMount>, Vec<WalkedMount>) {
+        let table = parse_mountinfo(DOCKER_LIKE);
+        let order = [
+            (500, 500),
+            (600, 500),
+            (601, 600),
+            (602, 601),
+            (603, 601),
+            (604, 601),
+            (605, 600),
+            (606, 600),
+        ];
+        let flags_of = |id| {
+            table
+                .iter()
+                .find(|m| m.id == id)
+                .map_or(0, |m| option_flags(&m.options))
+        };
+        let source: Vec<WalkedMount> = order
+            .iter()
+            .map(|&(id, parent)| WalkedMount {
+                mnt_id: id,
+                parent_id: parent,
+                flags: flags_of(id),
+                root: 0x1000 + u64::from(id),
+                mountpoint: if id == 500 {
+                    0x1000 + 500
+                } else {
+                    0x2000 + u64::from(id)
+                },
+                _pad: 0,
+            })
+            .collect();
+        let new_id = |id: u32| first + order.iter().position(|(i, _)| *i == id).unwrap() as u32;
+        let copy = source
+            .iter()
+            .map(|w| WalkedMount {
+                mnt_id: new_id(w.mnt_id),
+                parent_id: new_id(w.parent_id),
+                flags: w.flags | extra,
+                ..*w
+            })
+            .collect();
+        (source, copy)
+    }
+
+    #[test]
+    fn a_copy_is_paired_with_its_source_by_dentries_and_parents() {
+        use nstrace_common::mnt_flags::LOCKED;
+        let source = parse_mountinfo(DOCKER_LIKE);
+        let (source_walk, copy) = walks_of_docker_like(800, LOCKED);
+        let table = CopySource::new(&source_walk, &source)
+            .and_then(|s| s.table_of(&copy))
+            .expect("pairs");
+        // The copy's ids, parents and flags; the source's paths and options;
+        // the root mount 800 left out, as the table leaves 500 out.
+        let got: Vec<(u32, u32, &str, Option<u32>)> = table
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    m.parent,
+                    m.mountpoint.as_str(),
+                    m.kernel.map(|k| k.flags & LOCKED),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (801, 800, "/", Some(LOCKED)),
+                (802, 801, "/proc", Some(LOCKED)),
+                (803, 802, "/proc/acpi", Some(LOCKED)),
+                (804, 802, "/proc/keys", Some(LOCKED)),
+                (805, 802, "/proc/sys", Some(LOCKED)),
+                (806, 801, "/dev", Some(LOCKED)),
+                (807, 801, "/my dir", Some(LOCKED)),
+            ]
+        );
+        for (m, s) in table.iter().zip(&source) {
+            assert_eq!(
+                (&m.root, &m.options, &m.fstype, &m.source),
+                (&s.root, &s.options, &s.fstype, &s.source)
+            );
+        }
+    }
+
+    /// [`CopySource::table_of`] of `copy` against a source.
+    fn copy_table(
+        copy: &[WalkedMount],
+        walk: &[WalkedMount],
+        table: &[Mount],
+    ) -> Option<Vec<Mount>> {
+        CopySource::new(walk, table)?.table_of(copy)
+    }
+
+    #[test]
+    fn a_copy_that_does_not_pair_exactly_has_no_table() {
+        let source = parse_mountinfo(DOCKER_LIKE);
+        let (source_walk, copy) = walks_of_docker_like(800, 0);
+        assert!(copy_table(&copy, &source_walk, &source).is_some());
+        // A mount the source no longer has (unmounted since the copy).
+        let gone: Vec<WalkedMount> = source_walk
+            .iter()
+            .copied()
+            .filter(|w| w.mnt_id != 603)
+            .collect();
+        assert_eq!(copy_table(&copy, &gone, &source), None);
+        // A mount of the source remounted read-only since the copy.
+        let mut remounted = source.clone();
+        remounted[5].options = vec!["ro".into(), "nosuid".into()];
+        assert_eq!(copy_table(&copy, &source_walk, &remounted), None);
+        // Two source mounts alike (same dentries, same parent): no sure pair.
+        let mut twins = source_walk.clone();
+        twins[7].root = twins[6].root;
+        twins[7].mountpoint = twins[6].mountpoint;
+        assert_eq!(copy_table(&copy, &twins, &source), None);
+        // A copy of another tree.
+        let mut other = copy.clone();
+        other[0].root += 1;
+        assert_eq!(copy_table(&other, &source_walk, &source), None);
+        assert_eq!(copy_table(&[], &source_walk, &source), None);
+    }
+
+    #[test]
+    fn option_words_are_the_kernels_per_mount_flags() {
+        assert_eq!(option_flags(&["rw".into(), "relatime".into()]), 0x20);
+        assert_eq!(
+            option_flags(&[
+                "ro".into(),
+                "nosuid".into(),
+                "nodev".into(),
+                "noexec".into()
+            ]),
+            0x47
+        );
+        assert_eq!(OPTION_BITS, 0xff);
+    }
+
     #[test]
     fn walked_flags_go_to_the_mounts_with_their_ids() {
         use nstrace_common::WalkedMount;
@@ -709,6 +1007,7 @@ mod tests {
             .map(|id| WalkedMount {
                 mnt_id: id,
                 flags: id * 2,
+                ..WalkedMount::default()
             })
             .to_vec();
         add_kernel_flags(&mut mounts, &mut walked);

@@ -501,6 +501,21 @@ impl Probes {
             fds.push(fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?);
         }
         let (enter, exit) = (fds[0].as_fd(), fds[1].as_fd());
+        // Before the exit program on unshare's exit event, so that the new
+        // namespace's walk reaches the ring ahead of the call's record.
+        if syscall_events::has_event(&dir, "unshare") {
+            let walk = self
+                .load_mount_walk::<TracePoint>(names::PROG_NEW_NS_WALK, names::NEW_NS_WALK_PROGS)
+                .and_then(|fd| {
+                    self.syscall_events
+                        .attach(&dir, "sys_exit_unshare", fd.as_fd())
+                });
+            if let Err(e) = walk {
+                self.notes.push(format!(
+                    "the walk of a new mount namespace at unshare's exit did not load ({e}):                      each new namespace's table is read from its processes"
+                ));
+            }
+        }
         let mut absent = Vec::new();
         for def in SYSCALLS {
             let event = syscall_events::event_name(def.name);

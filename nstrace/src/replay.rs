@@ -467,10 +467,10 @@ pub fn parse_line(line: &str) -> R<Line> {
             user_ns: u32_of(m, "user_ns")?,
             locked: bool_of(m, "locked")?,
             created_by: u64_of(m, "created_by")?,
-            from_source: match m.get("read_from").and_then(Value::as_str) {
-                Some("source") => true,
-                Some("new") | None => false,
-                Some(_) => return Err(ReplayError::Field("read_from")),
+            read_from: match m.get("read_from").and_then(Value::as_str) {
+                Some(name) => crate::mounts::ReadFrom::from_name(name)
+                    .ok_or(ReplayError::Field("read_from"))?,
+                None => crate::mounts::ReadFrom::New,
             },
             mounts: mounts_of(m.get("mounts"))?.into(),
         },

@@ -335,6 +335,8 @@ pub fn run(opts: TraceOptions) -> Result<i32, TraceError> {
             write_error: None,
             redact: opts.redact,
             urgent: 0,
+            own_source: None,
+            new_ns_walks: std::collections::VecDeque::new(),
             own_table: crate::mounts::mnt_ns_of(std::process::id()).and_then(|ns| {
                 crate::mounts::OwnTable::open()
                     .inspect_err(|e| eprintln!("nstrace: cannot read its own mount table: {e}"))
@@ -365,6 +367,13 @@ struct Pipeline {
     redact: bool,
     /// nstrace's own mount namespace and its table.
     own_table: Option<(u32, crate::mounts::OwnTable)>,
+    /// nstrace's own mount namespace as copies of it are paired with (its
+    /// walk and table), and the generation of the own table it was made
+    /// with; `None` inside when it has two mounts alike.
+    own_source: Option<(u64, Option<crate::mounts::CopySource>)>,
+    /// Walks of new mount namespaces (they come ahead of the unshare that
+    /// made them), until that call's event takes its own.
+    new_ns_walks: std::collections::VecDeque<crate::decode::NewNsWalk>,
     /// Urgent records fed since the last [`Pipeline::drain`] began.
     urgent: usize,
 }
@@ -403,6 +412,21 @@ fn is_urgent(ev: &Event) -> bool {
 
 impl Pipeline {
     fn feed(&mut self, record: &[u8]) {
+        match crate::decode::new_ns_walk(record) {
+            Ok(Some(walk)) => {
+                if self.new_ns_walks.len() == MAX_PENDING_WALKS {
+                    // Its call's record was lost, or never had a table to make.
+                    self.new_ns_walks.pop_front();
+                }
+                self.new_ns_walks.push_back(walk);
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("nstrace: skipped a malformed kernel record: {e}");
+                return;
+            }
+        }
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
         match self.decoder.decode(record, &mut batch) {
@@ -444,17 +468,28 @@ impl Pipeline {
         // A new mount namespace: record its table now, while a process in it
         // lives (the locks it got are the lineage later explanations cite).
         if let Some(req) = crate::mounts::snapshot_request(&ann) {
-            let new_ns =
+            use crate::mounts::ReadFrom;
+            // The kernel listed the copy as it was made: paired with its
+            // source, nothing needs to be read from its processes.
+            let walked = self
+                .take_new_ns_walk(req.pid, req.mnt_ns)
+                .and_then(|walk| self.creation_table(&walk, req.source_mnt))
+                .map(|m| (m, ReadFrom::Creation));
+            let table = walked.or_else(|| {
                 crate::mounts::LiveTable::open(req.pid, req.mnt_ns).and_then(|mut live| {
                     let mut mounts = live.mounts()?;
                     self.kernel_view(&live, req.mnt_ns, &mut mounts);
-                    Some((mounts.into(), false))
-                });
+                    Some((mounts.into(), ReadFrom::New))
+                })
+            });
             // Every process of the new namespace may be gone already (a
             // short-lived command, a backlog under load): the copy began as a
             // replica of its source, which usually outlives it.
-            let table = new_ns.or_else(|| self.read_source(req.source_mnt).map(|m| (m, true)));
-            if let Some((mounts, from_source)) = table {
+            let table = table.or_else(|| {
+                self.read_source(req.source_mnt)
+                    .map(|m| (m, ReadFrom::Source))
+            });
+            if let Some((mounts, read_from)) = table {
                 let ev = self.decoder.synthetic(
                     monotonic_ns(),
                     req.pid,
@@ -464,7 +499,7 @@ impl Pipeline {
                         user_ns: req.user_ns,
                         locked: req.locked,
                         created_by: req.created_by,
-                        from_source,
+                        read_from,
                         mounts,
                     },
                 );
@@ -529,6 +564,57 @@ impl Pipeline {
                 });
             }
         }
+    }
+
+    /// The walk the kernel made of new mount namespace `mnt_ns` for `pid`'s
+    /// unshare, if it came.
+    fn take_new_ns_walk(&mut self, pid: u32, mnt_ns: u32) -> Option<crate::decode::NewNsWalk> {
+        let i = self
+            .new_ns_walks
+            .iter()
+            .position(|w| w.pid == pid && w.mnt_ns == mnt_ns)?;
+        self.new_ns_walks.remove(i)
+    }
+
+    /// The table of a copy of nstrace's own mount namespace from the
+    /// kernel's walk of it ([`crate::mounts::CopySource::table_of`]): paired with a
+    /// walk of the own namespace made along with the own table's current
+    /// reading (again after the namespace changed). `None` for a copy of
+    /// another namespace, an incomplete walk, or mounts that do not pair.
+    fn creation_table(
+        &mut self,
+        walk: &crate::decode::NewNsWalk,
+        source_mnt: u32,
+    ) -> Option<std::sync::Arc<[crate::mounts::Mount]>> {
+        use std::os::fd::AsFd;
+        if !walk.complete {
+            return None;
+        }
+        let prober = self.prober.as_mut()?;
+        let (own_ns, own) = self
+            .own_table
+            .as_mut()
+            .filter(|(ns, _)| *ns == source_mnt)?;
+        let table = own.current().ok()?;
+        let generation = own.generation();
+        if self
+            .own_source
+            .as_ref()
+            .is_none_or(|(g, _)| *g != generation)
+        {
+            let w = prober
+                .walk(own.ns.as_fd())
+                .filter(|w| w.complete && w.mnt_ns == *own_ns)?;
+            // The walk and the reading must be of the same tree.
+            own.current().ok()?;
+            if own.generation() != generation {
+                return None;
+            }
+            let source = crate::mounts::CopySource::new(&w.mounts, &table);
+            self.own_source = Some((generation, source));
+        }
+        let (_, source) = self.own_source.as_ref()?;
+        source.as_ref()?.table_of(&walk.mounts).map(Into::into)
     }
 
     /// The mount table of mount namespace `mnt_ns`, through a live process
@@ -614,6 +700,10 @@ impl Pipeline {
         d
     }
 }
+
+/// Walks of new namespaces kept for their calls' events: a few batches'
+/// worth (a walk whose call's record was lost is dropped in the end).
+const MAX_PENDING_WALKS: usize = 64;
 
 /// How long the polls in a row find nothing urgent before the reader
 /// sleeps again.

@@ -885,7 +885,19 @@ fn poll_interval_trades_latency_not_events() {
         assert_eq!(umounts[0]["ret"], 0, "{interval}");
         let tables = t.of_type("mounts");
         assert_eq!(tables.len(), 1, "{interval}: {}", t.dump());
-        assert_eq!(tables[0]["read_from"], "new", "{interval}: {}", tables[0]);
+        // Read from the namespace, or listed by the kernel as it was made:
+        // either way with the kernel's flags of the new namespace.
+        assert_ne!(
+            tables[0]["read_from"], "source",
+            "{interval}: {}",
+            tables[0]
+        );
+        let mounts = tables[0]["mounts"].as_array().unwrap();
+        assert!(
+            mounts.iter().all(|m| !m["kernel"].is_null()),
+            "{interval}: {}",
+            tables[0]
+        );
         assert_eq!(
             tables[0]["mnt_ns"],
             t.syscalls("unshare")[0]["ns"]["mnt"],
@@ -976,52 +988,141 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
         return;
     }
     // Copies of nstrace's own mount namespace whose processes are gone are
-    // read through nstrace itself (`read_from: "source"`), from a table
-    // kept until the kernel says the namespace changed. A mount made in
-    // between must show in the copies made after it, and only in those.
-    // nstrace-bench's children live well under a millisecond, and with a
-    // 100 ms poll all but the round that woke nstrace are read after they
-    // are gone; the sleeps let each batch be read before the table changes.
+    // built from nstrace's own table, kept until the kernel says the
+    // namespace changed: paired mount by mount with the kernel's list of
+    // the copy as it was made (`read_from: "creation"`, on the syscall
+    // events), or as the namespace is now (`"source"`, where that list is
+    // not made: the raw tracepoints). A mount made in between must show in
+    // the copies made after it, and only in those. nstrace-bench's children
+    // live well under a millisecond, and with a 100 ms poll all but the
+    // round that woke nstrace are read after they are gone; the sleeps let
+    // each batch be read before the table changes.
     const EACH: usize = 8;
     let bench = env!("CARGO_BIN_EXE_nstrace-bench");
-    let dir = Scratch::new("own-table");
-    let d = dir.path("mnt");
-    std::fs::create_dir(&d).unwrap();
-    let d = d.to_str().unwrap().to_string();
-    let script = format!(
-        "{bench} ns {EACH} && sleep 0.5 && mount -t tmpfs nstrace-own {d} && \
-         {bench} ns {EACH}; sleep 0.5; umount {d}"
+    let hooks = syscall_hooks();
+    for (hook, expected) in [("syscall_events", "creation"), ("raw_syscalls", "source")] {
+        if !hooks.contains(&hook) {
+            continue;
+        }
+        let dir = Scratch::new("own-table");
+        let d = dir.path("mnt");
+        std::fs::create_dir(&d).unwrap();
+        let d = d.to_str().unwrap().to_string();
+        let script = format!(
+            "{bench} ns {EACH} && sleep 0.5 && mount -t tmpfs nstrace-own {d} && \
+             {bench} ns {EACH}; sleep 0.5; umount {d}"
+        );
+        let t = trace_env(
+            &[("NSTRACE_SYSCALL_HOOK", hook)],
+            &["--poll-interval", "100ms"],
+            &["sh", "-c", &script],
+        );
+        assert_eq!(t.code, Some(0), "{hook}: {}", t.dump());
+        let tables = t.of_type("mounts");
+        assert_eq!(tables.len(), 2 * EACH, "{hook}: {}", t.dump());
+        let has_it = |table: &Value| {
+            table["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountpoint"] == d.as_str())
+        };
+        let read_from: Vec<&str> = tables
+            .iter()
+            .map(|t| t["read_from"].as_str().unwrap())
+            .collect();
+        for (i, table) in tables.iter().enumerate() {
+            assert_eq!(
+                has_it(table),
+                i >= EACH,
+                "{hook}: table {i} (read from {}): seq {}",
+                read_from[i],
+                table["seq"]
+            );
+        }
+        for half in read_from.chunks(EACH) {
+            assert!(
+                half.iter().filter(|r| **r == expected).count() >= EACH / 2,
+                "{hook}: copies were not read through nstrace: {read_from:?}"
+            );
+        }
+        // Built from the kernel's list, a table has the copy's own flags:
+        // every mount but the root locked (the copy is a new user
+        // namespace's).
+        for table in tables.iter().filter(|t| t["read_from"] == "creation") {
+            let mounts = table["mounts"].as_array().unwrap();
+            assert!(
+                mounts[1..].iter().all(|m| m["kernel"]["locked"] == true),
+                "{table}"
+            );
+        }
+    }
+}
+
+/// A table built from the kernel's list of a copy as it was made
+/// (`read_from: "creation"`) is the copy's own: every line the process in
+/// it reads from its own mountinfo (id, parent, mount point, options,
+/// filesystem, source), in the same order, though nstrace read nothing
+/// from the process (its poll comes after the process is gone).
+#[test]
+fn a_table_built_at_creation_is_the_copys_own_mountinfo() {
+    if !root_or_skip() {
+        return;
+    }
+    if !syscall_hooks().contains(&"syscall_events") {
+        return;
+    }
+    let t = trace_env(
+        &[("NSTRACE_SYSCALL_HOOK", "syscall_events")],
+        &["--poll-interval", "100ms"],
+        &["unshare", "-Urm", "cat", "/proc/self/mountinfo"],
     );
-    let t = trace_with(&["--poll-interval", "100ms"], &["sh", "-c", &script]);
     assert_eq!(t.code, Some(0), "{}", t.dump());
     let tables = t.of_type("mounts");
-    assert_eq!(tables.len(), 2 * EACH, "{}", t.dump());
-    let has_it = |table: &Value| {
-        table["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["mountpoint"] == d.as_str())
-    };
-    let read_from: Vec<&str> = tables
-        .iter()
-        .map(|t| t["read_from"].as_str().unwrap())
+    assert_eq!(tables.len(), 1, "{}", t.dump());
+    let table = &tables[0];
+    assert_eq!(table["read_from"], "creation", "{table}");
+    let theirs: Vec<Vec<String>> = t
+        .stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-").unwrap();
+            [f[0], f[1], f[4], f[5], f[sep + 1], f[sep + 2]]
+                .iter()
+                .map(|s| s.replace("\\040", " "))
+                .collect()
+        })
         .collect();
-    for (i, table) in tables.iter().enumerate() {
-        assert_eq!(
-            has_it(table),
-            i >= EACH,
-            "table {i} (read from {}): seq {}",
-            read_from[i],
-            table["seq"]
-        );
-    }
-    for half in read_from.chunks(EACH) {
-        assert!(
-            half.iter().filter(|r| **r == "source").count() >= EACH / 2,
-            "copies were not read through nstrace: {read_from:?}"
-        );
-    }
+    let ours: Vec<Vec<String>> = table["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let options: Vec<&str> = m["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap())
+                .collect();
+            vec![
+                m["id"].to_string(),
+                m["parent"].to_string(),
+                m["mountpoint"].as_str().unwrap().to_string(),
+                options.join(","),
+                m["fstype"].as_str().unwrap().to_string(),
+                m["source"].as_str().unwrap().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(ours, theirs, "{}", t.stdout);
+    // Every mount but the root is locked: the copy crossed into a new user
+    // namespace (the kernel's own flags, not the copy rule).
+    let mounts = table["mounts"].as_array().unwrap();
+    assert!(
+        mounts[1..].iter().all(|m| m["kernel"]["locked"] == true),
+        "{table}"
+    );
 }
 
 /// What nstrace relies on to read a short-lived command's table: an open

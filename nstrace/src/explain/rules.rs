@@ -395,7 +395,7 @@ fn lock_origin_text(table: &crate::model::MountTable, m: &crate::mounts::Mount) 
                 " (the kernel's mnt_flags say LOCKED, locks: {})",
                 k.locks().join(", ")
             ),
-            None if table.from_source => {
+            None if table.read_from == crate::mounts::ReadFrom::Source => {
                 " (the table was read from the namespace it was copied from)".to_string()
             }
             None => String::new(),
@@ -1229,7 +1229,7 @@ mod tests {
                 user_ns: CHILD.inum,
                 locked: true,
                 created_by: 4,
-                from_source: false,
+                read_from: crate::mounts::ReadFrom::New,
                 mounts: mounts.into(),
             },
         });
@@ -1446,7 +1446,7 @@ mod tests {
                     user_ns: table.user_ns,
                     locked: true,
                     created_by: 4,
-                    from_source: false,
+                    read_from: crate::mounts::ReadFrom::New,
                     mounts: mounts.into(),
                 },
             });

@@ -347,13 +347,10 @@ pub fn write_event(
             user_ns,
             locked,
             created_by,
-            from_source,
+            read_from,
             mounts,
         } => {
-            m.field(
-                key!("read_from"),
-                if *from_source { "source" } else { "new" },
-            )?;
+            m.field(key!("read_from"), read_from.name())?;
             m.field(key!("mnt_ns"), mnt_ns)?;
             m.field(key!("user_ns"), user_ns)?;
             m.field(key!("locked"), locked)?;

@@ -159,7 +159,7 @@ impl<W: Write> Sink for TextSink<W> {
                 user_ns,
                 locked,
                 mounts,
-                from_source: true,
+                read_from: crate::mounts::ReadFrom::Source,
                 ..
             } => format!(
                 "{}mount namespace {mnt_ns}: {} mounts copied into user namespace {user_ns}{} (read from the namespace it was copied from: its processes were gone){}",

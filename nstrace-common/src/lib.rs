@@ -429,6 +429,12 @@ pub const SYSCALL_NO_ENTRY: u32 = 1;
 /// caller's namespaces ([`ArgSpec::ns_unchanged`]), so its exit copies
 /// `ns_before` into `ns_after` instead of reading them again.
 pub const SYSCALL_NS_UNCHANGED: u32 = 2;
+/// [`SyscallRecord::flags`]: the call (an unshare) copied nstrace's own
+/// mount namespace ([`Config::own_mnt_ns`]) and `new_ns_walk` sent the
+/// copy's complete list ahead of it. nstrace builds that table from its
+/// own, without the process: the new namespace is then no reason to wake
+/// it.
+pub const SYSCALL_NS_WALKED: u32 = 4;
 
 /// One traced syscall. The entry program fills everything up to `strs` and
 /// parks the record in a per-thread map; the exit program adds the result and
@@ -913,6 +919,13 @@ pub struct Config {
     /// a fraction of a millisecond: an urgent record need not wake it), 0
     /// while it sleeps until woken. Changed at run time.
     pub reader_polling: u32,
+    /// nstrace's own mount namespace (inode number; 0 if unknown): an
+    /// unshare that copies it and is listed by `new_ns_walk` needs no
+    /// wakeup, nstrace builds its table from its own (see
+    /// [`SYSCALL_NS_WALKED`]).
+    pub own_mnt_ns: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
     /// Bit `nr` set: syscall `nr` is traced (checked before anything else,
     /// so that other syscalls cost one load and a test).
     pub syscalls: [u64; (MAX_SYSCALL_NR / 64) as usize],
@@ -1099,6 +1112,8 @@ mod tests {
             probe_nr: 0,
             follow_runtimes: 0,
             reader_polling: 0,
+            own_mnt_ns: 0,
+            _pad: 0,
             syscalls: [0; (MAX_SYSCALL_NR / 64) as usize],
             offsets: Offsets::UNRESOLVED,
         };

@@ -29,8 +29,8 @@ use nstrace_common::{
     IdMap, KlogRecord, MountProbe, MountWalk, NsIds, RecordKind, RootState, Span, SyscallRecord,
     TaskState, UserNsInfo, WalkRecord, WalkedMount, ARGV_LEN, BLOB_LEN, BPF_F_MMAPABLE, KLOG_LEN,
     MAX_SYSCALL_NR, MNT_SHARED, MOUNT_PROBE_SLOTS, NO_OFFSET, NSFS_MAGIC, PATH_LEN, SMALL_SPAN_MAX,
-    SPAN_MAX, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, T_SHARED, WALK_MOUNTS,
-    WALK_REQUEST,
+    SPAN_MAX, STR_LEN, STR_SLOTS, SYSCALL_NO_ENTRY, SYSCALL_NS_UNCHANGED, SYSCALL_NS_WALKED,
+    T_SHARED, WALK_MOUNTS, WALK_REQUEST,
 };
 
 /// Settings and kernel offsets; userspace fills the one entry before attaching.
@@ -545,7 +545,8 @@ fn wake_if_asleep(cfg: &Config, urgent: u64) -> u64 {
 
 /// [`FORCE_WAKEUP`] if nstrace must see syscall record `rec` at once and
 /// sleeps, else [`NO_WAKEUP`]: a failed call, or one that changed the
-/// caller's namespaces. (A clone that gives only its child new namespaces
+/// caller's namespaces (unless only into a copy of nstrace's mount
+/// namespace that `new_ns_walk` listed). (A clone that gives only its child new namespaces
 /// does not count: testing its flags here made 6.1's verifier refuse the
 /// program, and such a child usually lives on.) Branch-free, like
 /// [`kread0`].
@@ -561,7 +562,10 @@ fn wake_flag(cfg: &Config, rec: *const SyscallRecord) -> u64 {
             i += 1;
         }
         let failed = (*rec).ret as u64 >> 63;
-        wake_if_asleep(cfg, failed | nonzero(u64::from(changed)))
+        // A copy of nstrace's namespace listed by `new_ns_walk`: nstrace
+        // has what it needs without the process.
+        let walked = u64::from(((*rec).flags / SYSCALL_NS_WALKED) & 1);
+        wake_if_asleep(cfg, failed | (nonzero(u64::from(changed)) & (walked ^ 1)))
     }
 }
 
@@ -789,7 +793,7 @@ pub fn new_ns_walk(ctx: TracePointContext) -> i32 {
             0
         }
     };
-    new_ns_walk_end(cur, rec, complete);
+    new_ns_walk_end(cfg, cur, rec, complete);
     0
 }
 
@@ -839,17 +843,27 @@ fn new_ns_walk_start(
 /// Ends [`new_ns_walk`]'s walk: sends the record, cut after its mounts.
 /// A record the ring cannot take is dropped, not counted as lost: it is
 /// no event, and nstrace reads the namespace's table itself without it.
+/// A complete list of a copy of nstrace's own namespace marks the call's
+/// pending record [`SYSCALL_NS_WALKED`].
 #[inline(always)]
-fn new_ns_walk_end(cur: *mut WalkCursor, rec: *mut WalkRecord, complete: u32) {
+fn new_ns_walk_end(cfg: &Config, cur: *mut WalkCursor, rec: *mut WalkRecord, complete: u32) {
     // SAFETY: this CPU's elements of NEW_NS_CURSOR and NEW_NS_WALK.
     unsafe {
         addr_of_mut!((*cur).active).write(0);
         addr_of_mut!((*rec).walk.complete).write(complete);
         let count = core::ptr::read_volatile(addr_of_mut!((*rec).walk.count));
         let len = WalkRecord::size_for(count.min(WALK_MOUNTS));
-        if len <= core::mem::size_of::<WalkRecord>() {
-            let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), len);
-            let _ = EVENTS.output::<[u8]>(bytes, NO_WAKEUP);
+        if len > core::mem::size_of::<WalkRecord>() {
+            return;
+        }
+        let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), len);
+        if EVENTS.output::<[u8]>(bytes, NO_WAKEUP).is_err() || complete == 0 {
+            return;
+        }
+        if let Some(pending) = PENDING.get_ptr_mut((*rec).header.tid) {
+            if (*pending).ns_before.inum[ns::MNT] == cfg.own_mnt_ns && cfg.own_mnt_ns != 0 {
+                (*pending).flags |= SYSCALL_NS_WALKED;
+            }
         }
     }
 }

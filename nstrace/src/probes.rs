@@ -248,6 +248,8 @@ impl Probes {
             probe_nr: libc::SYS_syncfs as u32,
             follow_runtimes: u32::from(opts.follow_runtimes),
             reader_polling: 0,
+            own_mnt_ns: crate::mounts::mnt_ns_of(std::process::id()).unwrap_or(0),
+            _pad: 0,
             syscalls,
             offsets: opts.offsets,
         };

@@ -401,11 +401,15 @@ fn keeps_polling(d: Drained, ring_bytes: usize, reads_per_tick: usize) -> bool {
 
 /// Whether the programs wake a sleeping reader for `ev` (mirrors their
 /// `wake_flag` and `wake_if_asleep`): an exec, a failed call, or one that
-/// changed the caller's namespaces.
-fn is_urgent(ev: &Event) -> bool {
+/// changed the caller's namespaces, unless `listed` says the kernel sent
+/// the complete list of the mount namespace the call made, a copy of
+/// nstrace's own (SYSCALL_NS_WALKED).
+fn is_urgent(ev: &Event, listed: impl FnOnce(&crate::event::Syscall) -> bool) -> bool {
     match &ev.kind {
         EventKind::Exec { .. } => true,
-        EventKind::Syscall(sc) => sc.ret < 0 || sc.ns_before.is_some_and(|b| b != sc.ns),
+        EventKind::Syscall(sc) => {
+            sc.ret < 0 || (sc.ns_before.is_some_and(|b| b != sc.ns) && !listed(sc))
+        }
         _ => false,
     }
 }
@@ -441,7 +445,15 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut ev: Event) {
-        self.urgent += usize::from(is_urgent(&ev));
+        let own_mnt_ns = self.own_table.as_ref().map(|(ns, _)| *ns);
+        let walks = &self.new_ns_walks;
+        self.urgent += usize::from(is_urgent(&ev, |sc| {
+            let mnt = nstrace_common::ns::MNT;
+            own_mnt_ns.is_some_and(|own| sc.ns_before.is_some_and(|b| b.inum[mnt] == own))
+                && walks
+                    .iter()
+                    .any(|w| w.complete && w.pid == ev.pid && w.mnt_ns == sc.ns.inum[mnt])
+        }));
         if self.redact {
             crate::redact::event(&mut ev);
         }
@@ -1027,18 +1039,25 @@ mod tests {
                 targets: Vec::new(),
             }))
         };
-        assert!(!is_urgent(&call("mount", 0, None)));
-        assert!(is_urgent(&call("mount", -1, None)));
-        assert!(!is_urgent(&call("unshare", 0, Some(ns))));
-        assert!(is_urgent(&call("unshare", 0, Some(other))));
-        assert!(is_urgent(&ev(EventKind::Exec {
-            ppid: 0,
-            filename: "/bin/true".into(),
-            argv: Vec::new(),
-            argv_truncated: false,
-            ns,
-            adopted: false,
-        })));
-        assert!(!is_urgent(&ev(EventKind::Fork { ppid: 0, ns })));
+        let unlisted = |_: &crate::event::Syscall| false;
+        assert!(!is_urgent(&call("mount", 0, None), unlisted));
+        assert!(is_urgent(&call("mount", -1, None), unlisted));
+        assert!(!is_urgent(&call("unshare", 0, Some(ns)), unlisted));
+        assert!(is_urgent(&call("unshare", 0, Some(other)), unlisted));
+        // A copy of nstrace's namespace the kernel listed: no wakeup.
+        assert!(!is_urgent(&call("unshare", 0, Some(other)), |_| true));
+        assert!(is_urgent(&call("unshare", -1, Some(other)), |_| true));
+        assert!(is_urgent(
+            &ev(EventKind::Exec {
+                ppid: 0,
+                filename: "/bin/true".into(),
+                argv: Vec::new(),
+                argv_truncated: false,
+                ns,
+                adopted: false,
+            }),
+            unlisted
+        ));
+        assert!(!is_urgent(&ev(EventKind::Fork { ppid: 0, ns }), unlisted));
     }
 }

@@ -166,7 +166,10 @@ pub struct TraceArgs {
 
     /// How often nstrace reads the ring buffer after a failed call, a new
     /// namespace or an exec woke it, until its polls find nothing for 20 ms
-    /// (or one poll finds nothing, if longer) (`250us`, `2ms`; 50us to 100ms). Shorter catches a namespace whose
+    /// (or one poll finds nothing, if longer) (`250us`, `2ms`; 50us to 100ms);
+    /// also the shortest interval at which records that wake nobody but
+    /// come fast are read (often enough to keep the ring buffer under a
+    /// quarter full). Shorter catches a namespace whose
     /// processes live only briefly, so its mount table is read from it and
     /// not from the namespace it was copied from; longer costs the traced
     /// tasks less (each poll is a timer interrupt, which in a VM is a trip

@@ -388,15 +388,40 @@ struct Drained {
     bytes: usize,
 }
 
-/// Whether a read that found `d` keeps the reader polling (or, from the
-/// tick, starts it): an urgent record came, or records come fast enough to
-/// fill half of the `ring_bytes` ring buffer in `reads_per_tick` reads like
-/// this one (by the next tick, when the reader sleeps). Other records (a
-/// fork or an exit anywhere on the system, with `--all`) wait for the tick:
-/// polling on them kept the reader waking every `--poll-interval` for as
-/// long as any process forked every 20 ms.
-fn keeps_polling(d: Drained, ring_bytes: usize, reads_per_tick: usize) -> bool {
-    d.urgent > 0 || d.bytes.saturating_mul(reads_per_tick) >= ring_bytes / 2
+/// How often to read records that wake nobody, found `bytes` of them
+/// `elapsed` after the previous read: often enough that at this rate a
+/// quarter of the `ring_bytes` ring buffer fills between reads, but not
+/// more often than `floor` (`--poll-interval`); `None` if the 100 ms tick
+/// is often enough. Polling every `--poll-interval` for such records (a
+/// storm of forks, a namespace benchmark's rounds) woke the reader 4,000
+/// times a second, each wakeup taking the other CPU from the traced work;
+/// polling on any of them (a fork or an exit anywhere, with `--all`) kept
+/// it waking for as long as any process forked every 20 ms.
+fn fill_interval(
+    bytes: usize,
+    elapsed: Duration,
+    ring_bytes: usize,
+    floor: Duration,
+) -> Option<Duration> {
+    let quarter = ring_bytes as f64 / 4.0;
+    let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-6);
+    if rate * TICK.as_secs_f64() < quarter {
+        return None;
+    }
+    Some(Duration::from_secs_f64(quarter / rate).clamp(floor, TICK))
+}
+
+/// What the reader does between reads of the ring buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// Sleeps until an urgent record wakes it, or the tick.
+    Asleep,
+    /// Polls every `--poll-interval` after an urgent record (the programs
+    /// wake nobody meanwhile); the last `idle` polls found none.
+    Polling { idle: u32 },
+    /// Records that wake nobody come fast: reads them every `every` (see
+    /// [`fill_interval`]) and sleeps in between, urgent records waking it.
+    Filling { every: Duration },
 }
 
 /// Whether the programs wake a sleeping reader for `ev` (mirrors their
@@ -782,51 +807,50 @@ impl Session {
             u32::try_from(IDLE_BEFORE_SLEEP.as_micros() / self.poll_every.as_micros().max(1))
                 .unwrap_or(u32::MAX)
                 .max(1);
-        let polls_per_tick = usize::try_from(TICK.as_micros() / self.poll_every.as_micros().max(1))
-            .unwrap_or(usize::MAX)
-            .max(1);
         let timer = crate::timer::TimerFd::new()?;
         // SAFETY: the AsyncFd owns the timer, and so its descriptor.
         let poll = unsafe { AsyncFd::register_with_interest(timer, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        // Some(n): polling, and the last n polls found nothing.
-        let mut polling: Option<u32> = None;
+        let mut reader = Reader::Asleep;
+        let mut last_read = Instant::now();
 
         let end = loop {
             let command_running = self.launched.as_ref().is_some_and(|l| l.status().is_none());
             tokio::select! {
                 guard = ring.readable_mut() => {
+                    // Woken by an urgent record: poll.
                     let mut guard = guard?;
                     self.pipeline.drain(guard.get_inner_mut());
+                    last_read = Instant::now();
                     guard.clear_ready();
-                    if polling.is_none() {
+                    if !matches!(reader, Reader::Polling { .. }) {
                         self.probes.set_reader_polling(true)?;
                         poll.get_ref().set(Some(self.poll_every))?;
                     }
-                    polling = Some(0);
+                    reader = Reader::Polling { idle: 0 };
                 }
-                guard = poll.readable(), if polling.is_some() => {
+                guard = poll.readable(), if reader != Reader::Asleep => {
                     let mut guard = guard?;
                     guard.get_inner().take()?;
                     guard.clear_ready();
                     let found = self.pipeline.drain(ring.get_mut());
-                    let idle = if keeps_polling(found, self.ring_bytes, polls_per_tick) {
-                        0
-                    } else {
-                        polling.map_or(1, |n| n + 1)
+                    let fill = fill_interval(
+                        found.bytes,
+                        last_read.elapsed(),
+                        self.ring_bytes,
+                        self.poll_every,
+                    );
+                    last_read = Instant::now();
+                    let next = match reader {
+                        _ if found.urgent > 0 => Reader::Polling { idle: 0 },
+                        Reader::Polling { idle } if idle + 1 < polls_before_sleep => {
+                            Reader::Polling { idle: idle + 1 }
+                        }
+                        _ => fill.map_or(Reader::Asleep, |every| Reader::Filling { every }),
                     };
-                    polling = Some(idle);
-                    if idle >= polls_before_sleep {
-                        poll.get_ref().set(None)?;
-                        self.probes.set_reader_polling(false)?;
-                        polling = None;
-                        // A record submitted before the programs saw the
-                        // change woke nobody: read it now. (One whose
-                        // program read "polling" just before the change
-                        // but submitted after this read waits for the next
-                        // wakeup or the tick.)
-                        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-                        self.pipeline.drain(ring.get_mut());
+                    if next != reader {
+                        self.switch_reader(reader, next, &poll, ring.get_mut())?;
+                        reader = next;
                     }
                 }
                 Some((sig, from_terminal)) = signals.recv() => {
@@ -854,10 +878,17 @@ impl Session {
                     // forks) whose follower has not come yet; polling, if
                     // they come fast enough to fill the ring buffer.
                     let found = self.pipeline.drain(ring.get_mut());
-                    if polling.is_none() && keeps_polling(found, self.ring_bytes, 1) {
-                        self.probes.set_reader_polling(true)?;
-                        poll.get_ref().set(Some(self.poll_every))?;
-                        polling = Some(0);
+                    let fill = fill_interval(
+                        found.bytes,
+                        last_read.elapsed(),
+                        self.ring_bytes,
+                        self.poll_every,
+                    );
+                    last_read = Instant::now();
+                    if let (Reader::Asleep, Some(every)) = (reader, fill) {
+                        let next = Reader::Filling { every };
+                        self.switch_reader(reader, next, &poll, ring.get_mut())?;
+                        reader = next;
                     }
                 }
             }
@@ -874,6 +905,37 @@ impl Session {
         // Everything the kernel emitted before this point is in the buffer.
         self.pipeline.drain(ring.get_mut());
         self.finish(end)
+    }
+
+    /// Moves the reader from `from` to `to`: the poll timer's period, and
+    /// whether the programs wake it for urgent records (only while it does
+    /// not poll every `--poll-interval`).
+    fn switch_reader(
+        &mut self,
+        from: Reader,
+        to: Reader,
+        poll: &AsyncFd<crate::timer::TimerFd>,
+        ring: &mut RingBuf<MapData>,
+    ) -> Result<(), TraceError> {
+        poll.get_ref().set(match to {
+            Reader::Asleep => None,
+            Reader::Polling { .. } => Some(self.poll_every),
+            Reader::Filling { every } => Some(every),
+        })?;
+        let was_polling = matches!(from, Reader::Polling { .. });
+        let polls = matches!(to, Reader::Polling { .. });
+        if was_polling != polls {
+            self.probes.set_reader_polling(polls)?;
+        }
+        if was_polling && !polls {
+            // A record submitted before the programs saw the change woke
+            // nobody: read it now. (One whose program read "polling" just
+            // before the change but submitted after this read waits for
+            // the next read.)
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            self.pipeline.drain(ring);
+        }
+        Ok(())
     }
 
     fn target_gone(&mut self) -> Result<bool, TraceError> {
@@ -976,37 +1038,31 @@ fn terminate(l: &mut Launched) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_urgent, keeps_polling, Drained};
+    use super::{fill_interval, is_urgent, TICK};
     use crate::event::{Event, EventKind, Syscall};
     use nstrace_common::NsIds;
+    use std::time::Duration;
 
     #[test]
-    fn polling_goes_on_for_urgent_records_or_a_filling_ring() {
+    fn records_that_wake_nobody_are_read_before_a_quarter_of_the_ring_fills() {
         let ring = 4 << 20;
-        let quiet = Drained {
-            urgent: 0,
-            bytes: 600,
-        };
-        // A few forks and exits of other processes: back to sleep.
-        assert!(!keeps_polling(quiet, ring, 400));
-        assert!(!keeps_polling(Drained::default(), ring, 400));
-        // A failure or a new namespace: polling is for these.
-        assert!(keeps_polling(Drained { urgent: 1, ..quiet }, ring, 400));
-        // At this rate the ring would be half full by the next tick.
-        let storm = Drained {
-            urgent: 0,
-            bytes: 6_000,
-        };
-        assert!(keeps_polling(storm, ring, 400));
-        assert!(!keeps_polling(storm, ring, 1));
-        assert!(keeps_polling(
-            Drained {
-                bytes: ring / 2,
-                ..storm
-            },
-            ring,
-            1
-        ));
+        let floor = Duration::from_micros(250);
+        let ms = Duration::from_millis;
+        // A few forks and exits of other processes: the tick is enough.
+        assert_eq!(fill_interval(600, ms(100), ring, floor), None);
+        assert_eq!(fill_interval(0, ms(1), ring, floor), None);
+        // The namespace benchmark: 9 KB every 260 us, 35 MB/s: read every
+        // 30 ms, not every 250 us.
+        let every = fill_interval(9_000, Duration::from_micros(260), ring, floor).unwrap();
+        assert!(every > ms(25) && every < ms(35), "{every:?}");
+        // Just enough to fill a quarter by the tick: read at the tick's pace.
+        assert_eq!(fill_interval(ring / 4, TICK, ring, floor), Some(TICK));
+        // A storm: never more often than --poll-interval.
+        assert_eq!(fill_interval(ring, ms(1), ring, floor), Some(floor));
+        // A read right after another (no time passed) counts as a
+        // microsecond: no division by zero.
+        let every = fill_interval(1000, Duration::ZERO, ring, floor).unwrap();
+        assert!(every >= floor && every <= TICK, "{every:?}");
     }
 
     #[test]

@@ -478,10 +478,10 @@ fn ns_workload(env: &Env, plan: &Plan) -> Result<Vec<Row>> {
         // What nstrace did with the new namespaces (last repetition): a
         // variant that is cheaper because it read fewer tables shows here.
         if let Some(out) = trace_output(&v[i].1) {
-            let (live, flagged, total) = count_tables(&out)?;
+            let (own, flagged, total) = count_tables(&out)?;
             let _ = write!(
                 value,
-                "; tables: {live}/{total} read live, {flagged} with the kernel's flags"
+                "; tables: {own}/{total} the new namespace's own, {flagged} with the kernel's flags"
             );
         }
         let mut row = Row::new(&bench, name, value);
@@ -839,20 +839,21 @@ fn trace_output(argv: &[String]) -> Option<PathBuf> {
     rest.get(o + 1).map(PathBuf::from)
 }
 
-/// Mount tables in a trace: read from the new namespace while it lived,
-/// those among them with the kernel's own flags, and all (the others were
-/// read from the namespace they were copied from).
+/// Mount tables in a trace: the new namespace's own (listed by the kernel
+/// as it was made, or read from it while it lived), those among them with
+/// the kernel's own flags, and all (the others were read from the
+/// namespace they were copied from).
 fn count_tables(path: &Path) -> Result<(u64, u64, u64)> {
     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let (mut live, mut flagged, mut total) = (0u64, 0u64, 0u64);
+    let (mut own, mut flagged, mut total) = (0u64, 0u64, 0u64);
     for line in BufReader::new(file).lines() {
         let v: serde_json::Value = serde_json::from_str(&line?)?;
         if v["type"] != "mounts" {
             continue;
         }
         total += 1;
-        if v["read_from"] == "new" {
-            live += 1;
+        if v["read_from"] == "new" || v["read_from"] == "creation" {
+            own += 1;
             let kernel = |m: &serde_json::Value| !m["kernel"].is_null();
             if v["mounts"]
                 .as_array()
@@ -862,7 +863,7 @@ fn count_tables(path: &Path) -> Result<(u64, u64, u64)> {
             }
         }
     }
-    Ok((live, flagged, total))
+    Ok((own, flagged, total))
 }
 
 fn count_trace(path: &Path) -> Result<(u64, u64)> {

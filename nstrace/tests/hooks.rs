@@ -39,10 +39,6 @@ fn programs_named(name: &str) -> HashSet<u32> {
         .collect()
 }
 
-/// Runs `nstrace -- sh -c 'nstrace-bench noise N; touch F; sleep 3'` with
-/// `hook` forced, and once F exists returns the start line and the run
-/// count of each of its syscall programs (those named `sys_enter`,
-/// `sys_exit`, `syscall_enter`, `syscall_exit` that were not loaded before).
 /// The program names of `counts`, sorted.
 fn sorted_names(counts: &[(String, u64)]) -> Vec<&str> {
     let mut names: Vec<&str> = counts.iter().map(|(n, _)| n.as_str()).collect();
@@ -50,6 +46,11 @@ fn sorted_names(counts: &[(String, u64)]) -> Vec<&str> {
     names
 }
 
+/// Runs `nstrace -- sh -c 'nstrace-bench noise N; touch F; sleep 3'` with
+/// `hook` forced, and once F exists returns the start line and the run
+/// count of each of its syscall programs (those named `sys_enter`,
+/// `sys_exit`, `syscall_enter`, `syscall_exit`, and the fentry bodies and
+/// stubs, that were not loaded before).
 fn run_counts_under(hook: &str, calls: u64) -> (Value, Vec<(String, u64)>) {
     let mut names = vec!["sys_enter", "sys_exit", "syscall_enter", "syscall_exit"];
     names.extend([

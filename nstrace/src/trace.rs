@@ -917,11 +917,15 @@ impl Session {
         poll: &AsyncFd<crate::timer::TimerFd>,
         ring: &mut RingBuf<MapData>,
     ) -> Result<(), TraceError> {
-        poll.get_ref().set(match to {
+        let period = |r: Reader| match r {
             Reader::Asleep => None,
             Reader::Polling { .. } => Some(self.poll_every),
             Reader::Filling { every } => Some(every),
-        })?;
+        };
+        // Another idle poll in a row keeps the timer (and its phase).
+        if period(from) != period(to) {
+            poll.get_ref().set(period(to))?;
+        }
         let was_polling = matches!(from, Reader::Polling { .. });
         let polls = matches!(to, Reader::Polling { .. });
         if was_polling != polls {

@@ -833,14 +833,7 @@ impl Session {
                     let mut guard = guard?;
                     guard.get_inner().take()?;
                     guard.clear_ready();
-                    let found = self.pipeline.drain(ring.get_mut());
-                    let fill = fill_interval(
-                        found.bytes,
-                        last_read.elapsed(),
-                        self.ring_bytes,
-                        self.poll_every,
-                    );
-                    last_read = Instant::now();
+                    let (found, fill) = self.read_at_rate(ring.get_mut(), &mut last_read);
                     let next = match reader {
                         _ if found.urgent > 0 => Reader::Polling { idle: 0 },
                         Reader::Polling { idle } if idle + 1 < polls_before_sleep => {
@@ -877,14 +870,7 @@ impl Session {
                     // Records submitted without a wakeup (capability checks,
                     // forks) whose follower has not come yet; polling, if
                     // they come fast enough to fill the ring buffer.
-                    let found = self.pipeline.drain(ring.get_mut());
-                    let fill = fill_interval(
-                        found.bytes,
-                        last_read.elapsed(),
-                        self.ring_bytes,
-                        self.poll_every,
-                    );
-                    last_read = Instant::now();
+                    let (_, fill) = self.read_at_rate(ring.get_mut(), &mut last_read);
                     if let (Reader::Asleep, Some(every)) = (reader, fill) {
                         let next = Reader::Filling { every };
                         self.switch_reader(reader, next, &poll, ring.get_mut())?;
@@ -905,6 +891,25 @@ impl Session {
         // Everything the kernel emitted before this point is in the buffer.
         self.pipeline.drain(ring.get_mut());
         self.finish(end)
+    }
+
+    /// Feeds every record in `ring` (read last at `last_read`, now), and
+    /// says what there was and how often records at this rate must be read
+    /// ([`fill_interval`]).
+    fn read_at_rate(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        last_read: &mut Instant,
+    ) -> (Drained, Option<Duration>) {
+        let found = self.pipeline.drain(ring);
+        let fill = fill_interval(
+            found.bytes,
+            last_read.elapsed(),
+            self.ring_bytes,
+            self.poll_every,
+        );
+        *last_read = Instant::now();
+        (found, fill)
     }
 
     /// Moves the reader from `from` to `to`: the poll timer's period, and

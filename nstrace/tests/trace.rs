@@ -999,9 +999,8 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
     // each batch be read before the table changes.
     const EACH: usize = 8;
     let bench = env!("CARGO_BIN_EXE_nstrace-bench");
-    let hooks = syscall_hooks();
     for (hook, expected) in [("syscall_events", "creation"), ("raw_syscalls", "source")] {
-        if !hooks.contains(&hook) {
+        if !hook_or_skip(hook) {
             continue;
         }
         let dir = Scratch::new("own-table");
@@ -1066,10 +1065,7 @@ fn a_table_read_through_nstraces_namespace_follows_its_changes() {
 /// from the process (its poll comes after the process is gone).
 #[test]
 fn a_table_built_at_creation_is_the_copys_own_mountinfo() {
-    if !root_or_skip() {
-        return;
-    }
-    if !syscall_hooks().contains(&"syscall_events") {
+    if !root_or_skip() || !hook_or_skip("syscall_events") {
         return;
     }
     let t = trace_env(

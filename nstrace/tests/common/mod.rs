@@ -29,6 +29,21 @@ pub fn root_or_skip() -> bool {
     false
 }
 
+/// Whether this kernel lets nstrace observe syscalls with `hook` (as
+/// `nstrace doctor` says); false, and the test skipped, on a developer
+/// machine where it does not. Panics under CI, where nothing may be
+/// skipped: every kernel CI runs on loads each hook asked for here.
+pub fn hook_or_skip(hook: &str) -> bool {
+    if syscall_hooks().contains(&hook) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and this kernel does not load the {hook} hook: the test cannot be skipped");
+    }
+    eprintln!("SKIPPED: this kernel does not load the {hook} hook");
+    false
+}
+
 /// A scratch directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
